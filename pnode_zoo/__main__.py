@@ -1,0 +1,3 @@
+from pnode_zoo.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""Shared machinery of the in-memory data modules: seeded splits and deterministic loaders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out) of a seeded split that holds out ``fraction`` of each class.
+
+    Args:
+        labels: class label of every sample.
+        fraction: share of the samples to hold out, in (0, 1).
+        seed: random seed of the split.
+    """
+    indices = np.arange(len(labels))
+    kept, held_out = train_test_split(
+        indices, test_size=fraction, stratify=labels, random_state=seed
+    )
+    return np.sort(kept), np.sort(held_out)
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """A data module whose splits are in-memory tensors, built once by ``build_splits``.
+
+    Subclasses set ``num_classes`` and ``input_shape`` in ``__init__`` (the CLI links them into
+    the model) and implement ``build_splits`` returning the train/val/test datasets.
+
+    Args:
+        batch_size: samples per training batch (evaluation uses the same size).
+        seed: seed of the split and of the training shuffle order.
+    """
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    def __init__(self, batch_size: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.splits: dict[str, Dataset] = {}
+        self.indices: dict[str, np.ndarray] = {}  # positions in the source data, where known
+
+    def build_splits(self) -> dict[str, Dataset]:
+        """Return {"train", "val", "test"} datasets; called once, on first ``setup``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.build_splits()
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.splits[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def tensor_dataset(inputs: np.ndarray, labels: np.ndarray) -> TensorDataset:
+    """A float32 input / int64 label TensorDataset."""
+    return TensorDataset(
+        torch.as_tensor(inputs, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
+    )

@@ -1,0 +1,88 @@
+"""The LightningCLI of pnode_zoo: defaults, argument links, W&B set-up and test-after-fit."""
+
+from __future__ import annotations
+
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+import pnode_zoo.data  # imported so --data=ShortName resolves
+import pnode_zoo.tasks  # noqa: F401  (imported so --model=ShortName resolves)
+from pnode_zoo.cli import UserInputError, prepare_wandb
+
+RUN_DIR = "runs"
+
+
+def checkpoint_callback() -> ModelCheckpoint:
+    """Keep the best and the last checkpoint by validation accuracy; flat file names."""
+    return ModelCheckpoint(
+        monitor="val/acc",
+        mode="max",
+        filename="epoch{epoch:03d}-val_acc{val/acc:.4f}",
+        auto_insert_metric_name=False,
+        save_last=True,
+    )
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost exception of a chain (jsonargparse wraps the one a constructor raised)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    return err
+
+
+class PnodeCLI(LightningCLI):
+    """LightningCLI with pnode_zoo's defaults: a NODE on digits, W&B logging, rich output."""
+
+    def __init__(self, args: list[str] | None = None) -> None:
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "default_root_dir": RUN_DIR,
+                "max_epochs": 20,
+                "log_every_n_steps": 10,
+                "deterministic": True,
+                "logger": {
+                    "class_path": "pytorch_lightning.loggers.WandbLogger",
+                    "init_args": {"project": "pnode_zoo", "save_dir": RUN_DIR},
+                },
+                "callbacks": [checkpoint_callback(), RichProgressBar(), RichModelSummary()],
+            },
+            parser_kwargs={"exit_on_error": False},
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults(
+            {
+                "model": {"class_path": "pnode_zoo.tasks.Classifier"},
+                "data": {"class_path": "pnode_zoo.data.DigitsDataModule"},
+            }
+        )
+        for attribute in ("num_classes", "input_shape"):
+            parser.link_arguments(
+                f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate"
+            )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if "WandbLogger" in str(getattr(config.trainer.logger, "class_path", "")):
+            prepare_wandb(config.trainer.default_root_dir or RUN_DIR)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError, MisconfigurationException) as err:
+            raise UserInputError(str(root_cause(err))) from err
+
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)

@@ -1,0 +1,130 @@
+"""Image classifiers that share one stem and one head: ODE-Net (Chen et al. 2018) and a ResNet.
+
+The stem maps the image to a feature map of ``width`` channels (with ``downsample`` stride-2
+convolutions for 28x28/32x32 inputs), the middle block transforms it (an ODE block or k
+residual blocks, the forward-Euler network of the same vector field), the head pools and
+classifies. Keeping stem and head identical makes the middle blocks directly comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pnode_zoo.models.registry import register_model
+from pnode_zoo.ode import ConvVectorField, ODEBlock
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels), channels)
+
+
+def image_stem(in_channels: int, width: int, downsample: int) -> nn.Sequential:
+    """A 3x3 convolution to ``width`` channels, then ``downsample`` stride-2 4x4 convolutions."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1)]
+    for _ in range(downsample):
+        layers += [_norm(width), nn.ReLU(), nn.Conv2d(width, width, 4, stride=2, padding=1)]
+    return nn.Sequential(*layers)
+
+
+def image_head(width: int, num_classes: int) -> nn.Sequential:
+    """Norm, ReLU, global average pooling and a linear classifier."""
+    pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(_norm(width), nn.ReLU(), *pool, nn.Linear(width, num_classes))
+
+
+class StemBlockHead(nn.Module):
+    """stem -> block -> head; ``nfe`` reports the block's evaluations of f (None for ResNets).
+
+    Args:
+        stem: maps the input to the block's state.
+        block: the depth part (an ODE block or a stack of residual blocks).
+        head: maps the final state to logits.
+    """
+
+    def __init__(self, stem: nn.Module, block: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.stem, self.block, self.head = stem, block, head
+
+    @property
+    def nfe(self) -> int | None:
+        """Evaluations of the vector field in the last forward call; None without an ODE."""
+        return getattr(self.block, "nfe", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)))
+
+
+class ResidualStack(nn.Module):
+    """x_{k+1} = x_k + f_k(t_k, x_k): the forward-Euler network of k conv vector fields.
+
+    Args:
+        fields: one vector field per residual block.
+    """
+
+    def __init__(self, fields: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.fields = nn.ModuleList(fields)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k, field in enumerate(self.fields):
+            x = x + field(torch.tensor(k / len(self.fields), dtype=x.dtype), x)
+        return x
+
+
+@register_model
+def odenet(
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (1, 8, 8),
+    width: int = 32,
+    downsample: int = 0,
+    t1: float = 1.0,
+    method: str = "rk4",
+    steps: int = 4,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    adjoint: bool = False,
+) -> StemBlockHead:
+    """ODE-Net: stem -> torchdiffeq ODE block (one conv vector field) -> head.
+
+    Args:
+        num_classes: number of output classes.
+        input_shape: (channels, height, width) of the images.
+        width: channels of the ODE state.
+        downsample: stride-2 convolutions in the stem (2 for 28x28 inputs).
+        t1: integration horizon [0, t1].
+        method: torchdiffeq method.
+        steps: fixed-grid steps over [0, t1].
+        rtol: relative tolerance (adaptive methods).
+        atol: absolute tolerance (adaptive methods).
+        adjoint: backpropagate with torchdiffeq's continuous adjoint.
+    """
+    block = ODEBlock(ConvVectorField(width), 0.0, t1, method, steps, rtol, atol, adjoint)
+    return StemBlockHead(
+        image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)
+    )
+
+
+@register_model
+def resnet(
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (1, 8, 8),
+    width: int = 32,
+    downsample: int = 0,
+    num_blocks: int = 4,
+) -> StemBlockHead:
+    """ResNet baseline: the ODE-Net's stem and head around ``num_blocks`` residual blocks.
+
+    Args:
+        num_classes: number of output classes.
+        input_shape: (channels, height, width) of the images.
+        width: channels of the residual state.
+        downsample: stride-2 convolutions in the stem (2 for 28x28 inputs).
+        num_blocks: residual blocks, each x + f_k(x) with its own conv vector field.
+    """
+    block = ResidualStack([ConvVectorField(width) for _ in range(num_blocks)])
+    return StemBlockHead(
+        image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)
+    )
