@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pnode_zoo.models.registry import register_model
-from pnode_zoo.ode import ConvVectorField, ODEBlock
+from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealODEBlock
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -102,6 +102,58 @@ def odenet(
         adjoint: backpropagate with torchdiffeq's continuous adjoint.
     """
     block = ODEBlock(ConvVectorField(width), 0.0, t1, method, steps, rtol, atol, adjoint)
+    return StemBlockHead(
+        image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)
+    )
+
+
+@register_model
+def odenet_parareal(
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (1, 8, 8),
+    width: int = 32,
+    downsample: int = 0,
+    t1: float = 1.0,
+    num_slices: int = 4,
+    per_slice: bool = False,
+    coarse: str = "euler",
+    coarse_steps: int = 1,
+    fine: str = "rk4",
+    fine_steps: int = 1,
+    max_iters: int | None = None,
+    tol: float = 0.0,
+    backward: str = "parareal",
+    backward_max_iters: int | None = None,
+) -> StemBlockHead:
+    """ODE-Net with a parareal block: stem -> PararealODEBlock (conv vector field) -> head.
+
+    Args:
+        num_classes: number of output classes.
+        input_shape: (channels, height, width) of the images.
+        width: channels of the ODE state.
+        downsample: stride-2 convolutions in the stem (2 for 28x28 inputs).
+        t1: integration horizon [0, t1].
+        num_slices: N, parareal time slices.
+        per_slice: one vector field per slice (a continuous-depth ResNet of N stages) instead
+            of one shared field.
+        coarse: coarse propagator method.
+        coarse_steps: coarse steps per slice.
+        fine: fine propagator method.
+        fine_steps: fine steps per slice.
+        max_iters: forward parareal iterations K (None: N, the fine solution).
+        tol: stop iterating once the relative change is below tol (0: always K iterations).
+        backward: "parareal" or "serial" adjoint.
+        backward_max_iters: adjoint parareal iterations (None: N).
+    """
+    field: nn.Module | list[nn.Module] = (
+        [ConvVectorField(width) for _ in range(num_slices)] if per_slice
+        else ConvVectorField(width)
+    )
+    block = PararealODEBlock(
+        field, 0.0, t1, num_slices, coarse=coarse, coarse_steps=coarse_steps, fine=fine,
+        fine_steps=fine_steps, max_iters=max_iters, tol=tol, backward=backward,
+        backward_max_iters=backward_max_iters,
+    )
     return StemBlockHead(
         image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)
     )

@@ -1,6 +1,15 @@
 """Numerics of pnode_zoo: ODE blocks and vector fields. Plain PyTorch, no Lightning."""
 
 from pnode_zoo.ode.odeint_block import ODEBlock
+from pnode_zoo.ode.parareal_block import PararealODEBlock
+from pnode_zoo.ode.stats import PararealStats
 from pnode_zoo.ode.vector_fields import ConcatConv2d, ConvVectorField, MLPVectorField
 
-__all__ = ["ConcatConv2d", "ConvVectorField", "MLPVectorField", "ODEBlock"]
+__all__ = [
+    "ConcatConv2d",
+    "ConvVectorField",
+    "MLPVectorField",
+    "ODEBlock",
+    "PararealODEBlock",
+    "PararealStats",
+]

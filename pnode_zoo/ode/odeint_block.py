@@ -7,10 +7,21 @@ import torchdiffeq
 from torch import nn
 from torchdiffeq._impl.odeint import SOLVERS
 
-from pnode_zoo.ode.counting import CountingField
-
 FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams",
                       "implicit_adams")
+
+
+class _CountingField(nn.Module):
+    """f(t, x) that counts its calls (torchdiffeq does not report them)."""
+
+    def __init__(self, func: nn.Module) -> None:
+        super().__init__()
+        self.func = func
+        self.calls = 0
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.func(t, x)
 
 
 class ODEBlock(nn.Module):
@@ -25,6 +36,9 @@ class ODEBlock(nn.Module):
         rtol: relative tolerance of adaptive methods.
         atol: absolute tolerance of adaptive methods.
         adjoint: use ``odeint_adjoint`` (memory O(1) in steps, recomputes the solve backwards).
+
+    Attributes:
+        nfe: evaluations of f in the last forward call.
     """
 
     def __init__(
@@ -46,24 +60,22 @@ class ODEBlock(nn.Module):
             raise ValueError(f"unknown ODE method {method!r}; choose one of: {known}")
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        self.func = CountingField(func)
+        self.func = func
         self.method = method
         self.rtol, self.atol = rtol, atol
         self.adjoint = adjoint
         self.step_size = (t1 - t0) / steps
         self.register_buffer("times", torch.tensor([t0, t1]), persistent=False)
-
-    @property
-    def nfe(self) -> int:
-        """Evaluations of f in the last forward call."""
-        return self.func.calls
+        self.nfe = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.func.calls = 0
-        solve = torchdiffeq.odeint_adjoint if self.adjoint else torchdiffeq.odeint
+        counted = _CountingField(self.func)
         kwargs = {"rtol": self.rtol, "atol": self.atol, "method": self.method}
         if self.method in FIXED_GRID_METHODS:
             kwargs["options"] = {"step_size": self.step_size}
         if self.adjoint:
             kwargs["adjoint_params"] = tuple(self.func.parameters())
-        return solve(self.func, x, self.times.to(x.dtype), **kwargs)[-1]
+        solve = torchdiffeq.odeint_adjoint if self.adjoint else torchdiffeq.odeint
+        out = solve(counted, x, self.times.to(x.dtype), **kwargs)[-1]
+        self.nfe = counted.calls
+        return out

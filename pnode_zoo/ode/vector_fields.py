@@ -81,3 +81,48 @@ class MLPVectorField(nn.Module):
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         time = _time_per_sample(t, x).unsqueeze(-1)
         return self.net(torch.cat([time, x], dim=-1))
+
+
+class ConcatConv1d(nn.Module):
+    """A 1-d convolution (odd kernel, same length) that sees the time as an extra channel.
+
+    Args:
+        in_channels: channels of x.
+        out_channels: channels of the output.
+        kernel_size: odd kernel size.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.conv = nn.Conv1d(
+            in_channels + 1, out_channels, kernel_size=kernel_size, padding=kernel_size // 2
+        )
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        time = _time_per_sample(t, x).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+        return self.conv(torch.cat([time, x], dim=1))
+
+
+class ConvVectorField1d(nn.Module):
+    """Convolutional vector field for series states [batch, channels, length]; as
+    ``ConvVectorField``: norm, ReLU, time-conv, twice, then a final norm.
+
+    Args:
+        channels: channels of the state (kept by the field).
+        kernel_size: odd kernel size of both convolutions.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.norm1 = _group_norm(channels)
+        self.conv1 = ConcatConv1d(channels, channels, kernel_size)
+        self.norm2 = _group_norm(channels)
+        self.conv2 = ConcatConv1d(channels, channels, kernel_size)
+        self.norm3 = _group_norm(channels)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(t, torch.relu(self.norm1(x)))
+        out = self.conv2(t, torch.relu(self.norm2(out)))
+        return self.norm3(out)

@@ -1,0 +1,173 @@
+"""Propagators: solve dx/dt = f(t, x) across one time slice with a method chosen by name.
+
+Every method is listed once, in ``SOLVERS``. Explicit Runge-Kutta methods, fixed-step and
+adaptive, are torchdiffeq's; the implicit ones are the Newton-solved theta-methods of
+``implicit.py``. A propagator integrates in local time s in [0, span] and calls the field
+with t = t_start + s, where ``t_start`` is a 0-d tensor or one start time per sample: that is
+how slices with different start times share one batched solve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torchdiffeq import odeint
+
+from pnode_zoo.ode.implicit import theta_method
+
+Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of the method table.
+
+    Args:
+        kind: ``"fixed"`` (explicit, fixed steps), ``"adaptive"`` (explicit, error control with
+            rtol/atol) or ``"implicit"`` (theta-method solved by Newton).
+        order: classical order of accuracy.
+        theta: implicitness of a theta-method (1 = backward Euler, 1/2 = trapezoid).
+    """
+
+    kind: str
+    order: int
+    theta: float = 0.0
+
+
+SOLVERS: dict[str, Method] = {
+    "euler": Method("fixed", 1),
+    "midpoint": Method("fixed", 2),
+    "heun2": Method("fixed", 2),
+    "heun3": Method("fixed", 3),
+    "rk4": Method("fixed", 4),
+    "adaptive_heun": Method("adaptive", 2),
+    "fehlberg2": Method("adaptive", 2),
+    "bosh3": Method("adaptive", 3),
+    "dopri5": Method("adaptive", 5),
+    "dopri8": Method("adaptive", 8),
+    "backward_euler": Method("implicit", 1, theta=1.0),
+    "trapezoid": Method("implicit", 2, theta=0.5),
+}
+
+
+@dataclass
+class Work:
+    """Work done by propagator calls, accumulated in place.
+
+    Attributes:
+        nfe: calls of the vector field. A batched call counts once, whatever its batch; so does
+            the one vmapped reverse-mode call that builds a Newton Jacobian.
+        newton_iters: Newton iterations (each one batched dense linear solve).
+        linear_solves: per-sample linear systems solved (a batched solve of B samples counts B).
+    """
+
+    nfe: int = 0
+    newton_iters: int = 0
+    linear_solves: int = 0
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Propagator:
+    """A solver for one time slice, validated on construction.
+
+    Args:
+        method: a name from ``SOLVERS``.
+        steps: steps per slice for fixed-step and implicit methods (ignored by adaptive ones).
+        rtol: relative tolerance of adaptive methods.
+        atol: absolute tolerance of adaptive methods.
+        newton_tol: Newton tolerance of implicit methods, relative to the size of the terms of
+            the step equation; None means 10 machine epsilons of the state's dtype (the rounding
+            floor of that relative residual is about 0.2 epsilons).
+        newton_max_iters: Newton iterations allowed per step before failing.
+        name: what the propagator is called in error messages (e.g. "coarse").
+    """
+
+    method: str
+    steps: int = 1
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    newton_tol: float | None = None
+    newton_max_iters: int = 20
+    name: str = "method"
+
+    def __post_init__(self) -> None:
+        if self.method not in SOLVERS:
+            raise ValueError(
+                f"{self.name}: unknown method {self.method!r}; known methods: "
+                + ", ".join(sorted(SOLVERS))
+            )
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"{self.name}_steps must be an integer >= 1, got {self.steps!r}")
+        _check_positive("rtol", self.rtol)
+        _check_positive("atol", self.atol)
+        if self.newton_tol is not None:
+            _check_positive("newton_tol", self.newton_tol)
+        if not isinstance(self.newton_max_iters, int) or self.newton_max_iters < 1:
+            raise ValueError(
+                f"newton_max_iters must be an integer >= 1, got {self.newton_max_iters!r}"
+            )
+
+    @property
+    def info(self) -> Method:
+        return SOLVERS[self.method]
+
+    def __call__(
+        self,
+        func: Field,
+        t_start: torch.Tensor,
+        span: float,
+        x: torch.Tensor,
+        work: Work,
+        groups: int = 1,
+    ) -> torch.Tensor:
+        """Solve dx/ds = func(t_start + s, x) from s = 0 to s = span; return x(span).
+
+        Args:
+            func: vector field f(t, x); t is 0-d or has one entry per sample.
+            t_start: start time, 0-d or of shape [batch].
+            span: length of the slice (> 0).
+            x: state at s = 0, batch first.
+            work: counters to add this solve's work to.
+            groups: number of slices stacked along the batch; adaptive methods control the
+                error of each slice separately (the step is shared, so the worst slice sets it).
+        """
+
+        def local(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            work.nfe += 1
+            return func(t_start + s, y)
+
+        info = self.info
+        if info.kind == "implicit":
+            tol = self.newton_tol
+            if tol is None:
+                tol = 10 * torch.finfo(x.dtype).eps
+            return theta_method(
+                local, x, span, self.steps, info.theta,
+                tol=tol, max_iters=self.newton_max_iters, work=work,
+            )
+        interval = torch.tensor([0.0, span], dtype=x.dtype, device=x.device)
+        if info.kind == "fixed":
+            grid = torch.linspace(0.0, span, self.steps + 1, dtype=x.dtype, device=x.device)
+            options = {"grid_constructor": lambda f, y0, t: grid}
+        else:
+            options = {"norm": _group_rms_norm(groups)} if groups > 1 else {}
+        return odeint(
+            local, x, interval, method=self.method, rtol=self.rtol, atol=self.atol,
+            options=options,
+        )[-1]
+
+
+def _group_rms_norm(groups: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Largest RMS norm over the stacked slices: every slice meets the tolerance on its own."""
+
+    def norm(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(groups, -1).pow(2).mean(dim=1).sqrt().max()
+
+    return norm

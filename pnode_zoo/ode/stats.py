@@ -1,0 +1,146 @@
+"""Statistics of one call of a parareal block, and the critical-path cost model.
+
+Cost model (``PararealStats.critical_path_nfe``). Each of P ranks owns N/P contiguous slices
+(rank r owns slices [r*N//P, (r+1)*N//P)). The unit of cost is one evaluation of f on one
+slice's batch; a vector-Jacobian product through f counts as one unit as well. A batched
+solve (fine solves of an iteration, or the coarse solves of a warm start) costs, on the critical
+path, the largest number of its slices any one rank owns times the units per slice: ranks
+solve their own slices one after another and wait for the slowest. Coarse propagation of single
+slices (the coarse sweep, in either direction) is sequential over the slices and adds all its
+units. Communication and the pipelining of the coarse sweep are not modelled: this is the
+classic, non-pipelined parareal schedule, S = N/((K+1)·N·r + K) when nothing is skipped.
+Newton Jacobians count as one unit (one vmapped call), linear solves as none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pnode_zoo.ode.propagators import Work
+
+PHASES = ("forward", "backward")
+
+
+@dataclass
+class PararealStats:
+    """What the last call of a parareal block did; the backward fields fill in on backward.
+
+    Attributes:
+        num_slices: N.
+        forward_iters: parareal iterations of the forward pass (0 = the coarse sweep alone).
+        backward_iters: parareal iterations of the adjoint (0 for ``backward="serial"``).
+        forward_residuals: per forward iteration, the largest relative change of a slice
+            boundary state, max_n |U^k_n - U^(k-1)_n| / |U^k_n| (2-norms over the whole state).
+        backward_residuals: the same for the adjoint states, per backward iteration.
+        nfe_coarse: calls of f made by the coarse propagator, forward and backward together
+            (a batched call counts once).
+        nfe_fine: calls of f made by the fine propagator, forward and backward together.
+        newton_iters: Newton iterations of implicit propagators (each a batched linear solve).
+        linear_solves: per-sample linear systems solved by implicit propagators.
+        time_coarse: wall seconds inside the coarse propagator (VJPs included).
+        time_fine: wall seconds inside the fine propagator (VJPs included).
+    """
+
+    num_slices: int
+    forward_iters: int = 0
+    backward_iters: int = 0
+    forward_residuals: list[float] = field(default_factory=list)
+    backward_residuals: list[float] = field(default_factory=list)
+    nfe_coarse: int = 0
+    nfe_fine: int = 0
+    newton_iters: int = 0
+    linear_solves: int = 0
+    time_coarse: float = 0.0
+    time_fine: float = 0.0
+    _batched: list[tuple[str, str, int, int, int]] = field(default_factory=list, repr=False)
+    _sequential: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(PHASES, 0), repr=False
+    )
+
+    def record(
+        self,
+        phase: str,
+        kind: str,
+        slices: range,
+        work: Work,
+        seconds: float,
+        units: int,
+        batched: bool,
+    ) -> None:
+        """Add one propagation (or VJP) to the counters and to the cost model.
+
+        Args:
+            phase: ``"forward"`` or ``"backward"``.
+            kind: ``"coarse"`` or ``"fine"``.
+            slices: the slices it covered.
+            work: the work it did.
+            seconds: its wall time.
+            units: cost-model units per slice (f evaluations plus f-VJPs).
+            batched: whether its slices were solved together (else one slice, sequentially).
+        """
+        if kind == "coarse":
+            self.nfe_coarse += work.nfe
+            self.time_coarse += seconds
+        else:
+            self.nfe_fine += work.nfe
+            self.time_fine += seconds
+        self.newton_iters += work.newton_iters
+        self.linear_solves += work.linear_solves
+        if batched:
+            self._batched.append((phase, kind, slices.start, slices.stop, units))
+        else:
+            self._sequential[phase] += units * len(slices)
+
+    def critical_path_nfe(self, ranks: int, phase: str = "forward") -> int:
+        """f-evaluation units on the critical path with ``ranks`` time-parallel ranks.
+
+        Args:
+            ranks: P, 1 <= P <= num_slices.
+            phase: ``"forward"``, ``"backward"`` or ``"total"``.
+        """
+        n = self.num_slices
+        if not isinstance(ranks, int) or not 1 <= ranks <= n:
+            raise ValueError(f"ranks must be an integer in [1, num_slices={n}], got {ranks!r}")
+        phases = PHASES if phase == "total" else (phase,)
+        if any(p not in PHASES for p in phases):
+            raise ValueError(f"phase must be 'forward', 'backward' or 'total', got {phase!r}")
+        bounds = [r * n // ranks for r in range(ranks + 1)]
+        total = sum(self._sequential[p] for p in phases)
+        for event_phase, _, start, stop, units in self._batched:
+            if event_phase in phases:
+                owned = max(
+                    min(stop, bounds[r + 1]) - max(start, bounds[r]) for r in range(ranks)
+                )
+                total += max(owned, 0) * units
+        return total
+
+    def serial_fine_nfe(self) -> float:
+        """Units of the serial fine solve of all slices (measured per-slice cost of F x N)."""
+        fine = [(stop - start, units) for p, k, start, stop, units in self._batched
+                if p == "forward" and k == "fine"]
+        if not fine:
+            return float("nan")
+        slices = sum(count for count, _ in fine)
+        return self.num_slices * sum(count * units for count, units in fine) / slices
+
+    def modelled_speedup(self, ranks: int) -> float:
+        """Serial fine solve over the forward critical path with ``ranks`` ranks (modelled)."""
+        return self.serial_fine_nfe() / self.critical_path_nfe(ranks, "forward")
+
+    def summary(self) -> dict[str, float]:
+        """Scalar statistics, for loggers."""
+        out = {
+            "forward_iters": self.forward_iters,
+            "backward_iters": self.backward_iters,
+            "nfe_coarse": self.nfe_coarse,
+            "nfe_fine": self.nfe_fine,
+            "newton_iters": self.newton_iters,
+            "linear_solves": self.linear_solves,
+            "time_coarse": self.time_coarse,
+            "time_fine": self.time_fine,
+        }
+        if self.forward_residuals:
+            out["forward_residual"] = self.forward_residuals[-1]
+        if self.backward_residuals:
+            out["backward_residual"] = self.backward_residuals[-1]
+        return out

@@ -1,0 +1,65 @@
+"""The parareal ODE-Net against the plain ODE-Net, and the iteration schedule callback."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import pnode_zoo
+from pnode_zoo.data import DigitsDataModule
+from pnode_zoo.tasks import Classifier
+from pnode_zoo.tasks.callbacks import PararealSchedule
+
+
+def test_parareal_odenet_with_n_iterations_equals_torchdiffeq_odenet():
+    torch.manual_seed(0)
+    plain = pnode_zoo.create_model("odenet", method="rk4", steps=4).double()
+    parareal = pnode_zoo.create_model(
+        "odenet_parareal", num_slices=4, fine="rk4", fine_steps=1, max_iters=4
+    ).double()
+    parareal.load_state_dict(plain.state_dict())  # same stem, field and head
+    images = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    expected = plain(images)
+    assert torch.allclose(parareal(images), expected, rtol=0, atol=1e-12)
+    parareal.block.max_iters = 1
+    assert not torch.allclose(parareal(images), expected, atol=1e-6)  # K < N is inexact
+
+
+def test_per_slice_parareal_odenet_has_one_field_per_slice():
+    model = pnode_zoo.create_model("odenet_parareal", num_slices=3, per_slice=True)
+    shared = pnode_zoo.create_model("odenet_parareal", num_slices=3)
+    field_params = sum(p.numel() for p in shared.block.parameters())
+    assert sum(p.numel() for p in model.block.parameters()) == 3 * field_params
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+class RecordIters(pl.Callback):
+    def __init__(self):
+        self.train, self.val = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.train.append(pl_module.net.block.stats.forward_iters)
+
+    def on_validation_batch_end(self, trainer, pl_module, *args):
+        self.val.append(pl_module.net.block.stats.forward_iters)
+
+
+def test_schedule_raises_iterations_over_epochs(tmp_path):
+    pl.seed_everything(0)
+    model = Classifier(arch="odenet_parareal", arch_args={"num_slices": 4, "width": 8})
+    record = RecordIters()
+    trainer = pl.Trainer(
+        max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[PararealSchedule({0: 1, 2: 3}, eval_max_iters=4), record],
+    )
+    trainer.fit(model, DigitsDataModule(batch_size=8))
+    assert record.train == [1, 1, 1, 1, 3, 3]
+    assert set(record.val) == {4}
+
+
+def test_schedule_rejects_bad_milestones():
+    with pytest.raises(ValueError, match="milestone at epoch 0"):
+        PararealSchedule({3: 2})
+    with pytest.raises(ValueError, match=">= 0"):
+        PararealSchedule({0: -1})
