@@ -10,6 +10,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 import pnode_zoo.data  # imported so --data=ShortName resolves
 import pnode_zoo.tasks  # noqa: F401  (imported so --model=ShortName resolves)
 from pnode_zoo.cli import UserInputError, prepare_wandb
+from pnode_zoo.distributed.strategy import check_before_launch  # also registers time_parallel
 
 RUN_DIR = "runs"
 
@@ -79,6 +80,7 @@ class PnodeCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+            check_before_launch(self.trainer, self.model)
         except (ValueError, TypeError, FileNotFoundError, MisconfigurationException) as err:
             raise UserInputError(str(root_cause(err))) from err
 

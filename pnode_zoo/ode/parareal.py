@@ -15,18 +15,30 @@ fine solve. Backward solves the discrete adjoint of the fine propagators at the 
 either as a sequential chain of VJPs (exact) or by the same parareal iteration backwards in time,
 with VJPs of G_n as the coarse and (batched) VJPs of F_n as the fine propagator.
 
-The work is split along three seams that a distributed version (contiguous chunks of slices per
-rank) replaces one by one: ``fine_solve``/``fine_vjp`` (a set of slices, batched; each rank its
-own), ``coarse_step``/``_CoarseAdjoint`` (one slice; the sweep over them would be pipelined
-rank to rank) and ``residual`` (the convergence decision; it would be max-all-reduced).
+The work is split along three seams: ``fine_solve``/``fine_vjp`` (a set of slices, batched),
+``coarse_step``/``_CoarseAdjoint`` (one slice) and ``residual`` (the convergence decision).
+With a time group (``Problem.group``, a ``pnode_zoo.distributed.TimeGroup``) the same iteration
+runs on each rank over its contiguous chunk of slices only: fine solves and VJPs of the chunk
+(batched), the coarse sweep pipelined rank to rank (the boundary state entering the chunk is
+received from the previous rank, the one leaving it sent to the next), the residual
+max-all-reduced, and the chunks all-gathered at the end so every rank holds the whole
+trajectory. The adjoint runs the same in reverse time (the reversed view of the group).
+
+Gradients across ranks: parameters are replicated. Each rank's adjoint adds the fine VJPs of its
+own slices only, so a per-slice parameter's gradient is nonzero only on its owner and a shared
+one is a partial sum; the backward then sums the parameter gradients over the time group, so
+every rank of it holds the full, identical gradient (each slice's share computed once, by its
+owner), and lambda_0 (the gradient to x0) is the same on every rank.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -34,6 +46,9 @@ from torch.autograd.function import once_differentiable
 from pnode_zoo.ode.propagators import Propagator, Work
 from pnode_zoo.ode.slices import SliceFields, Stacked, select
 from pnode_zoo.ode.stats import PararealStats
+
+if TYPE_CHECKING:
+    from pnode_zoo.distributed.communicator import TimeGroup
 
 BACKWARD_MODES = ("parareal", "serial")
 
@@ -58,6 +73,7 @@ class Problem:
         stats: where the call's statistics go.
         stacked: per-slice parameters and buffers stacked for this call (set by
             ``solve_forward``, reused by the backward pass); None for shared parameters.
+        group: the time group whose ranks share the slices; None: this process solves all.
     """
 
     fields: SliceFields
@@ -74,6 +90,7 @@ class Problem:
     return_trajectory: bool
     stats: PararealStats
     stacked: Stacked | None = None
+    group: TimeGroup | None = None
 
     @property
     def span(self) -> float:
@@ -176,6 +193,11 @@ class _ParamGrads:
             else:
                 total += grad
 
+    def all_reduce(self, group: TimeGroup | None) -> None:
+        """Sum over the time group: each rank has added the VJPs of its own slices only."""
+        if group is not None:
+            group.sum_(list(self.sums.values()) if self.fields.per_slice else self.sums)
+
     def result(self) -> list[torch.Tensor]:
         if not self.fields.per_slice:
             return self.sums
@@ -206,6 +228,21 @@ def fine_vjp(
         wrt_state: return the pull-back to the states (else None).
         grads: accumulator that also receives (dF_n/dθ)^T cotangent, or None.
     """
+    return _fine_graph(problem, slices, states, wrt_state=wrt_state, grads=grads)(cotangents)
+
+
+def _fine_graph(
+    problem: Problem,
+    slices: range,
+    states: torch.Tensor,
+    *,
+    wrt_state: bool,
+    grads: _ParamGrads | None,
+) -> Callable[[torch.Tensor], torch.Tensor | None]:
+    """Recompute F on ``slices`` keeping its graph; returns ``fine_vjp``'s pull-back through it.
+
+    Split from ``fine_vjp`` so that a rank can recompute while its cotangents are on their way.
+    """
     with torch.enable_grad():
         x = states.detach().requires_grad_(wrt_state)
         selected = select(problem.stacked, slices)
@@ -213,14 +250,18 @@ def fine_vjp(
             params = {k: v.detach().requires_grad_() for k, v in selected[0].items()}
             selected = params, selected[1]
         out, work, seconds = _solve_set(problem, problem.fine, slices, x, selected)
-        inputs = ([x] if wrt_state else []) + (grads.inputs(selected) if grads else [])
+    inputs = ([x] if wrt_state else []) + (grads.inputs(selected) if grads else [])
+
+    def pull(cotangents: torch.Tensor) -> torch.Tensor | None:
         tic = perf_counter()
         pulled = torch.autograd.grad(out, inputs, cotangents, allow_unused=True)
-    seconds += perf_counter() - tic
-    problem.stats.record("backward", "fine", slices, work, seconds, 2 * work.nfe, batched=True)
-    if grads is not None:
-        grads.add(slices, pulled[1:] if wrt_state else pulled)
-    return pulled[0] if wrt_state else None
+        total = seconds + perf_counter() - tic
+        problem.stats.record("backward", "fine", slices, work, total, 2 * work.nfe, batched=True)
+        if grads is not None:
+            grads.add(slices, pulled[1:] if wrt_state else pulled)
+        return pulled[0] if wrt_state else None
+
+    return pull
 
 
 class _CoarseAdjoint:
@@ -262,6 +303,7 @@ def _iterate(
     coarse_batch: Callable[[range, torch.Tensor], torch.Tensor] | None = None,
     source: torch.Tensor | None = None,
     linear: bool = False,
+    group: TimeGroup | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Parareal for U_n+1 = P_n(U_n) + source_n+1, U_0 = u0; returns U [N+1, ...], residuals.
 
@@ -278,40 +320,67 @@ def _iterate(
         source: terms added at each boundary (row 0 is ignored; include it in u0).
         linear: the propagators are linear, so G(a) - G(b) is computed as G(a - b) and no
             coarse values need keeping.
+        group: solve only this rank's chunk of slices and exchange with the group's other
+            ranks (None: all slices here). Every rank gets the whole U and the same residuals.
     """
     n_slices = num_slices
+    own = range(n_slices) if group is None else group.chunk(n_slices)
+    lo, hi = own.start, own.stop
     states = u0.new_empty((n_slices + 1, *u0.shape))
     states[0] = u0
     coarse_old = None if linear else u0.new_empty((n_slices, *u0.shape))
     if guess is not None:
         states[1:] = guess[1:]
-        coarse_old = coarse_batch(range(n_slices), states[:-1])
+        coarse_old[lo:hi] = coarse_batch(own, states[lo:hi])
     else:
-        for n in range(n_slices):
+        if lo > 0:
+            states[lo] = group.recv_prev(u0)
+        for n in own:
             value = coarse(n, states[n])
             if coarse_old is not None:
                 coarse_old[n] = value
             states[n + 1] = value if source is None else value + source[n + 1]
-    _check_finite(states, 1, 0, where)
+        if hi < n_slices:
+            group.send_next(states[hi])
+    finite = bool(torch.isfinite(states[lo + 1 : hi + 1]).all())
+    if group is not None:
+        finite = group.max(float(not finite)) == 0.0
+    if not finite:
+        _check_finite(_gather(states, own, group), 1, 0, where)
     residuals: list[float] = []
     for k in range(1, min(max_iters, n_slices) + 1):
-        old = states[k:].clone()
-        fine_values = fine(range(k - 1, n_slices), states[k - 1 : n_slices])
-        for n in range(k - 1, n_slices):
-            value = fine_values[n - k + 1]
+        # Slices before k-1 have converged; boundary lo changes (and arrives) only if lo >= k.
+        first, changed = max(lo, k - 1), max(lo, k)
+        old = states[changed : hi + 1].clone()
+        fine_values = fine(range(first, hi), states[first:hi]) if first < hi else None
+        if lo >= k:
+            states[lo] = group.recv_prev(u0)
+        for n in range(first, hi):
+            value = fine_values[n - first]
             if n >= k and linear:
-                value = value + coarse(n, states[n] - old[n - k])
+                value = value + coarse(n, states[n] - old[n - changed])
             elif n >= k:
                 new = coarse(n, states[n])
                 value = new + value - coarse_old[n]
                 coarse_old[n] = new
             states[n + 1] = value if source is None else value + source[n + 1]
-        residuals.append(residual(states[k:], old))
+        if k <= hi < n_slices:
+            group.send_next(states[hi])
+        mine = max(lo + 1, k)  # boundaries this rank computed in this iteration
+        change = residual(states[mine : hi + 1], old[mine - changed :]) if mine <= hi else 0.0
+        residuals.append(change if group is None else group.max(change))
         if not math.isfinite(residuals[-1]):
-            _check_finite(states, k, k, where)
+            _check_finite(_gather(states, own, group), k, k, where)
         if residuals[-1] < tol:
             break
-    return states, residuals
+    return _gather(states, own, group), residuals
+
+
+def _gather(states: torch.Tensor, own: range, group: TimeGroup | None) -> torch.Tensor:
+    """``states`` with every rank's boundaries filled in (rows own.start+1..own.stop are ours)."""
+    if group is not None:
+        states[1:] = group.all_gather(states[own.start + 1 : own.stop + 1])
+    return states
 
 
 def _check_finite(states: torch.Tensor, first: int, iteration: int, where) -> None:
@@ -333,17 +402,19 @@ def solve_forward(
             f"(t={problem.start(boundary):.6g}) in forward parareal iteration {iteration}"
         )
 
-    states, residuals = _iterate(
-        x0,
-        lambda slices, x: fine_solve(problem, slices, x),
-        lambda n, x: coarse_step(problem, n, x),
-        num_slices=problem.num_slices,
-        max_iters=problem.max_iters,
-        tol=problem.tol,
-        where=where,
-        guess=guess,
-        coarse_batch=lambda slices, x: coarse_solve(problem, slices, x),
-    )
+    with _communication(problem):
+        states, residuals = _iterate(
+            x0,
+            lambda slices, x: fine_solve(problem, slices, x),
+            lambda n, x: coarse_step(problem, n, x),
+            num_slices=problem.num_slices,
+            max_iters=problem.max_iters,
+            tol=problem.tol,
+            where=where,
+            guess=guess,
+            coarse_batch=lambda slices, x: coarse_solve(problem, slices, x),
+            group=problem.group,
+        )
     problem.stats.forward_iters = len(residuals)
     problem.stats.forward_residuals = residuals
     return states
@@ -360,21 +431,60 @@ def solve_adjoint(
         grad_states: dL/dU [N+1, ...] (only row N is used without trajectory output).
         need_params: also return dL/dθ in ``SliceFields.parameters`` order.
     """
-    n_slices = problem.num_slices
+    with _communication(problem):
+        lam, grads = _adjoint(problem, states, grad_states, need_params)
+        if grads is not None:
+            grads.all_reduce(problem.group)
+    return lam, grads.result() if grads else None
+
+
+@contextmanager
+def _communication(problem: Problem) -> Iterator[None]:
+    """Add the time group's communication and wait time inside the block to the stats."""
+    group = problem.group
+    before = dict(group.seconds) if group is not None else {}
+    try:
+        yield
+    finally:
+        if group is not None:
+            problem.stats.time_comm += group.seconds["comm"] - before["comm"]
+            problem.stats.time_wait += group.seconds["wait"] - before["wait"]
+
+
+def _adjoint(
+    problem: Problem, states: torch.Tensor, grad_states: torch.Tensor, need_params: bool
+) -> tuple[torch.Tensor, _ParamGrads | None]:
+    """``solve_adjoint`` before the parameter gradients are summed over the time group."""
+    n_slices, group = problem.num_slices, problem.group
+    own = range(n_slices) if group is None else group.chunk(n_slices)
     grads = _ParamGrads(problem) if need_params else None
     jumps = grad_states if problem.return_trajectory else None
     if problem.backward == "serial":
-        lam = grad_states[n_slices]
-        for n in reversed(range(n_slices)):
-            pulled = fine_vjp(
-                problem, range(n, n + 1), states[n : n + 1], lam[None], wrt_state=True, grads=grads
+        backwards = None if group is None else group.reversed()
+        bad = -1  # the last slice whose adjoint is non-finite; ranks stay in step until told
+        for n in reversed(own):
+            pull = _fine_graph(
+                problem, range(n, n + 1), states[n : n + 1], wrt_state=True, grads=grads
             )
+            if n == own.stop - 1:  # F_n was recomputed while lambda_n+1 was on its way
+                last = own.stop == n_slices
+                lam = grad_states[n_slices] if last else backwards.recv_prev(states[0])
+            pulled = pull(lam[None])
             lam = pulled[0] if jumps is None else pulled[0] + jumps[n]
-            if not torch.isfinite(lam).all():
-                raise FloatingPointError(
-                    f"non-finite adjoint at the start of slice {n} in the serial backward"
-                )
-        return lam, grads.result() if grads else None
+            if bad < 0 and not torch.isfinite(lam).all():
+                bad = n
+                if group is None:
+                    break
+        if group is not None:
+            if own.start > 0:
+                backwards.send_next(lam)
+            bad = int(group.max(bad))
+            lam = group.broadcast(lam, 0)
+        if bad >= 0:
+            raise FloatingPointError(
+                f"non-finite adjoint at the start of slice {bad} in the serial backward"
+            )
+        return lam, grads
 
     def fine(slices: range, cotangents: torch.Tensor) -> torch.Tensor:
         # Iteration index j runs backwards in time: boundary j holds lambda_(N-j).
@@ -403,13 +513,17 @@ def solve_adjoint(
         where=where,
         source=None if jumps is None else jumps.flip(0),
         linear=True,
+        group=None if group is None else group.reversed(),
     )
     problem.stats.backward_iters = len(residuals)
     problem.stats.backward_residuals = residuals
     lams = lams.flip(0)
     if grads is not None:
-        fine_vjp(problem, range(n_slices), states[:-1], lams[1:], wrt_state=False, grads=grads)
-    return lams[0], grads.result() if grads else None
+        fine_vjp(
+            problem, own, states[own.start : own.stop], lams[own.start + 1 : own.stop + 1],
+            wrt_state=False, grads=grads,
+        )
+    return lams[0], grads
 
 
 class _PararealFunction(torch.autograd.Function):

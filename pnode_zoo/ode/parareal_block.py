@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -12,6 +13,9 @@ from pnode_zoo.ode.parareal import BACKWARD_MODES, Problem, parareal
 from pnode_zoo.ode.propagators import Propagator
 from pnode_zoo.ode.slices import SliceFields
 from pnode_zoo.ode.stats import PararealStats
+
+if TYPE_CHECKING:
+    from pnode_zoo.distributed.communicator import TimeGroup
 
 
 class PararealODEBlock(nn.Module):
@@ -71,6 +75,10 @@ class PararealODEBlock(nn.Module):
         fine: the fine ``Propagator``.
         max_iters, tol, backward, backward_max_iters, backward_tol, return_trajectory,
         warm_start: as the arguments; settable, checked at the next call.
+        time_group: a ``pnode_zoo.distributed.TimeGroup`` whose ranks share the slices in
+            contiguous chunks (``num_slices`` divisible by its size), or None (default): this
+            process solves all. Set by ``TimeParallelStrategy``; every rank of the group must
+            call the block with the same input, and all get the same output and gradients.
     """
 
     def __init__(
@@ -117,6 +125,7 @@ class PararealODEBlock(nn.Module):
         self.backward_tol = backward_tol
         self.return_trajectory = return_trajectory
         self.warm_start = warm_start
+        self.time_group: TimeGroup | None = None
         self.stats: PararealStats | None = None
         self._previous: torch.Tensor | None = None
         self._problem()
@@ -135,7 +144,14 @@ class PararealODEBlock(nn.Module):
             raise ValueError(
                 f"backward must be one of {', '.join(BACKWARD_MODES)}, got {self.backward!r}"
             )
-        n = self.num_slices
+        n, group = self.num_slices, self.time_group
+        if group is not None and n % group.size:
+            raise ValueError(
+                f"num_slices={n} is not divisible by the time group size {group.size}"
+            )
+        stats = PararealStats(num_slices=n)
+        if group is not None:
+            stats.rank, stats.ranks = group.index, group.size
         return Problem(
             fields=self._fields,
             coarse=self.coarse,
@@ -151,7 +167,8 @@ class PararealODEBlock(nn.Module):
             ),
             backward_tol=float(backward_tol),
             return_trajectory=bool(self.return_trajectory),
-            stats=PararealStats(num_slices=n),
+            stats=stats,
+            group=group,
         )
 
     def forward(
@@ -187,6 +204,11 @@ class PararealODEBlock(nn.Module):
         if self.warm_start:
             self._previous = states.detach()
         return states if problem.return_trajectory else states[-1]
+
+    @property
+    def nfe(self) -> int:
+        """Calls of f (coarse and fine) so far in the last call; after backward, both passes."""
+        return 0 if self.stats is None else self.stats.nfe_coarse + self.stats.nfe_fine
 
     def extra_repr(self) -> str:
         return (

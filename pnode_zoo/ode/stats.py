@@ -10,6 +10,10 @@ slices (the coarse sweep, in either direction) is sequential over the slices and
 units. Communication and the pipelining of the coarse sweep are not modelled: this is the
 classic, non-pipelined parareal schedule, S = N/((K+1)·N·r + K) when nothing is skipped.
 Newton Jacobians count as one unit (one vmapped call), linear solves as none.
+
+Under a time group each rank records only its own work (its chunk's fine solves, its part of
+the coarse sweep), plus ``time_comm``/``time_wait``; the cost model of such a record describes
+that rank, so feed it from a one-process call to model a P-rank run.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ class PararealStats:
         linear_solves: per-sample linear systems solved by implicit propagators.
         time_coarse: wall seconds inside the coarse propagator (VJPs included).
         time_fine: wall seconds inside the fine propagator (VJPs included).
+        time_comm: wall seconds in sends and collectives of the time group (0 in one process).
+        time_wait: wall seconds blocked receiving a boundary state from the neighbour rank
+            (pipeline idle time plus the transfer; 0 in one process).
+        rank: this rank's position in the time group (0 in one process).
+        ranks: size of the time group (1 in one process).
     """
 
     num_slices: int
@@ -52,6 +61,10 @@ class PararealStats:
     linear_solves: int = 0
     time_coarse: float = 0.0
     time_fine: float = 0.0
+    time_comm: float = 0.0
+    time_wait: float = 0.0
+    rank: int = 0
+    ranks: int = 1
     _batched: list[tuple[str, str, int, int, int]] = field(default_factory=list, repr=False)
     _sequential: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(PHASES, 0), repr=False
@@ -138,6 +151,8 @@ class PararealStats:
             "linear_solves": self.linear_solves,
             "time_coarse": self.time_coarse,
             "time_fine": self.time_fine,
+            "time_comm": self.time_comm,
+            "time_wait": self.time_wait,
         }
         if self.forward_residuals:
             out["forward_residual"] = self.forward_residuals[-1]

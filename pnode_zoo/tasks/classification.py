@@ -30,7 +30,7 @@ class Classifier(pl.LightningModule):
 
     def __init__(
         self,
-        arch: str = "odenet",
+        arch: str = "odenet_parareal",
         arch_args: dict[str, Any] | None = None,
         num_classes: int = 10,
         input_shape: Sequence[int] = (1, 8, 8),

@@ -1,0 +1,154 @@
+"""The time-parallel communicator: one time group's ranks, each owning a contiguous chunk of slices.
+
+A parareal block with a ``TimeGroup`` runs the same iteration as in one process, but each rank
+solves only its chunk: boundary states pass rank to rank by point-to-point send/recv (the
+pipelined coarse sweep), the residual is max-all-reduced (the convergence decision), and the
+chunks are all-gathered at the end so every rank holds the whole trajectory. The backward pass
+uses the reversed view (``TimeGroup.reversed``), in which "next" is the rank that owns the
+earlier slices.
+
+Timers, cumulative in ``seconds``: ``"wait"`` is the time blocked in ``recv`` (idle until the
+previous rank's boundary state arrives, plus the transfer), ``"comm"`` the time in sends and
+collectives (including waiting for the slowest rank at a collective).
+
+World layout (``create_groups``): rank r = data_index * time_size + time_index, so a time group
+is a block of consecutive ranks (on one node when time_size divides the processes per node).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import timedelta
+from time import perf_counter
+
+import torch
+import torch.distributed as dist
+
+
+class TimeGroup:
+    """Ranks of one time group, in time order; rank ``ranks[i]`` owns the i-th chunk of slices.
+
+    Args:
+        group: the torch.distributed process group of these ranks.
+        ranks: their global ranks, in time order.
+        reverse: view the group in reverse time order (for the adjoint).
+        seconds: timers to share with another view of the same group (None: new timers).
+    """
+
+    def __init__(
+        self,
+        group: dist.ProcessGroup,
+        ranks: Sequence[int],
+        reverse: bool = False,
+        seconds: dict[str, float] | None = None,
+    ) -> None:
+        self.group, self.ranks, self.reverse = group, list(ranks), reverse
+        self.seconds = {"comm": 0.0, "wait": 0.0} if seconds is None else seconds
+        position = self.ranks.index(dist.get_rank())
+        self.size = len(self.ranks)
+        self.index = self.size - 1 - position if reverse else position
+
+    def reversed(self) -> TimeGroup:
+        """The same group in reverse time order, sharing the timers."""
+        return TimeGroup(self.group, self.ranks, not self.reverse, self.seconds)
+
+    def _global(self, index: int) -> int:
+        return self.ranks[self.size - 1 - index if self.reverse else index]
+
+    def chunk(self, num_slices: int) -> range:
+        """The slices this rank owns (in the view's order), a contiguous 1/size of them."""
+        if num_slices % self.size:
+            raise ValueError(
+                f"num_slices={num_slices} is not divisible by the time group size {self.size}"
+            )
+        per_rank = num_slices // self.size
+        return range(self.index * per_rank, (self.index + 1) * per_rank)
+
+    def send_next(self, tensor: torch.Tensor) -> None:
+        """Send a boundary state to the rank owning the next chunk."""
+        tic = perf_counter()
+        dist.send(tensor.contiguous(), self._global(self.index + 1), group=self.group)
+        self.seconds["comm"] += perf_counter() - tic
+
+    def recv_prev(self, like: torch.Tensor) -> torch.Tensor:
+        """A boundary state (shaped like ``like``) from the rank owning the previous chunk."""
+        out = torch.empty_like(like, memory_format=torch.contiguous_format)
+        tic = perf_counter()
+        dist.recv(out, self._global(self.index - 1), group=self.group)
+        self.seconds["wait"] += perf_counter() - tic
+        return out
+
+    def max(self, value: float) -> float:
+        """The largest ``value`` over the group (NaN counts as +inf, so it always wins)."""
+        value = math.inf if math.isnan(value) else value
+        buffer = torch.tensor([value], dtype=torch.float64)
+        tic = perf_counter()
+        dist.all_reduce(buffer, dist.ReduceOp.MAX, group=self.group)
+        self.seconds["comm"] += perf_counter() - tic
+        return buffer.item()
+
+    def sum_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Sum ``tensors`` over the group, in place, as one flat all-reduce."""
+        if not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        tic = perf_counter()
+        dist.all_reduce(flat, dist.ReduceOp.SUM, group=self.group)
+        self.seconds["comm"] += perf_counter() - tic
+        for t, part in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+            t.copy_(part.view_as(t))
+
+    def broadcast(self, tensor: torch.Tensor, index: int) -> torch.Tensor:
+        """``tensor`` of the rank at position ``index`` (in the view's order), on every rank."""
+        out = tensor.contiguous().clone()
+        tic = perf_counter()
+        dist.broadcast(out, self._global(index), group=self.group)
+        self.seconds["comm"] += perf_counter() - tic
+        return out
+
+    def all_gather(self, part: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``part`` (equal shapes), concatenated on dim 0 in the view's order."""
+        parts = [torch.empty_like(part, memory_format=torch.contiguous_format)
+                 for _ in range(self.size)]
+        tic = perf_counter()
+        dist.all_gather(parts, part.contiguous(), group=self.group)
+        self.seconds["comm"] += perf_counter() - tic
+        return torch.cat(parts[::-1] if self.reverse else parts)
+
+
+def create_groups(
+    time_size: int, timeout: timedelta | None = None
+) -> tuple[TimeGroup, dist.ProcessGroup]:
+    """Split the initialised world into time groups of ``time_size`` and data groups across them.
+
+    Collective: every rank must call it, with the same ``time_size``. Rank r has time index
+    r % time_size and data index r // time_size.
+
+    Args:
+        time_size: ranks per time group; must divide the world size.
+        timeout: collective timeout of the new groups (None: torch's default for the backend,
+            not the world's: pass the world's to keep failures bounded).
+
+    Returns:
+        This rank's time group and its data group (the ranks with the same time index).
+    """
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if time_size < 1 or world % time_size:
+        raise ValueError(
+            f"time_parallel_size={time_size} must be >= 1 and divide the world size {world}"
+        )
+    mine: tuple[dist.ProcessGroup, list[int]] | None = None
+    data_group = None
+    for d in range(world // time_size):  # new_group is collective: all ranks, same order
+        ranks = list(range(d * time_size, (d + 1) * time_size))
+        group = dist.new_group(ranks, timeout=timeout)
+        if rank in ranks:
+            mine = group, ranks
+    for t in range(time_size):
+        ranks = list(range(t, world, time_size))
+        group = dist.new_group(ranks, timeout=timeout)
+        if rank in ranks:
+            data_group = group
+    assert mine is not None and data_group is not None
+    return TimeGroup(*mine), data_group

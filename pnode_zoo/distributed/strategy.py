@@ -1,0 +1,235 @@
+"""``TimeParallelStrategy``: Lightning's DDP with the world split into time groups x data groups.
+
+World = P_data x P_time ranks; rank r has time index r % P_time and data index r // P_time
+(``create_groups``). The strategy
+- creates the groups after the world process group (gloo on CPU, NCCL on GPU, with the
+  collective ``timeout`` given in seconds) and hands the time group to every parareal block,
+  found by duck typing (``TimeParallelBlock``: a module with ``time_group`` and ``num_slices``);
+- shards the data over the data groups only, so the ranks of a time group see the same batch.
+  With one data group it keeps the data module's own sampler (no sharding is needed), so a
+  time-parallel run draws the same batches, in the same order, as a one-process run;
+- keeps DDP's gradient averaging over the whole world. That is correct: a block's backward sums
+  its parameter gradients over the time group, so every rank of a time group holds the same
+  full gradient (per-slice parameters computed only by their owner), stem and head gradients
+  are equal across it too (same batch, same final state, same lambda_0), and the world mean of
+  P_time equal copies of each data group's gradient is the mean over the data groups;
+- checks before any process starts (``check``; under torchrun before any collective): torchrun's
+  world size equal to devices x nodes, devices x nodes divisible by
+  ``time_parallel_size``, every block's ``num_slices`` divisible by it, and a parareal block
+  present when ``time_parallel_size`` > 1 (an error, not a silent fall-back to data parallel:
+  time-group replicas without a block would only repeat each other's work).
+
+Failures: an exception or a killed process on one rank makes the others fail at their next
+collective or receive, at the latest after ``timeout`` seconds (gloo) or through NCCL's async
+error handling; Lightning then tears the job down with a non-zero exit (its popen launcher
+kills the other ranks when one exits with an error; under torchrun the elastic agent does).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.environments import TorchElasticEnvironment
+from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
+from pytorch_lightning.strategies.launchers import (
+    _MultiProcessingLauncher,
+    _SubprocessScriptLauncher,
+)
+from torch import nn
+
+from pnode_zoo.distributed.communicator import TimeGroup, create_groups
+
+
+@runtime_checkable
+class TimeParallelBlock(Protocol):
+    """What the strategy needs of a block: its slice count and a settable time group."""
+
+    num_slices: int
+    time_group: TimeGroup | None
+
+
+def time_parallel_blocks(module: nn.Module) -> list[nn.Module]:
+    """The modules of ``module`` that can be time-parallel (duck typing, no import of ode)."""
+    return [m for m in module.modules() if isinstance(m, TimeParallelBlock)]
+
+
+class TimeParallelStrategy(DDPStrategy):
+    """DDP over data groups, parareal over time groups (``--trainer.strategy=time_parallel``).
+
+    Args:
+        time_parallel_size: ranks per time group, P_time (None: the whole world). Must divide
+            devices x num_nodes and every parareal block's ``num_slices``.
+        timeout: collective timeout in seconds: how long a rank waits for a failed or killed
+            peer before it gives up.
+        start_method: ``"popen"`` (re-run the command for each rank) or ``"spawn"``.
+        kwargs: passed on to ``DDPStrategy`` (and from there to DistributedDataParallel).
+    """
+
+    strategy_name = "time_parallel"
+
+    def __init__(
+        self,
+        time_parallel_size: int | None = None,
+        timeout: float = 1800.0,
+        start_method: Literal["popen", "spawn"] = "popen",
+        **kwargs: Any,
+    ) -> None:
+        if time_parallel_size is not None and time_parallel_size < 1:
+            raise ValueError(f"time_parallel_size must be >= 1, got {time_parallel_size}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+        super().__init__(timeout=timedelta(seconds=timeout), start_method=start_method, **kwargs)
+        self.time_parallel_size = time_parallel_size
+        self.time_group: TimeGroup | None = None
+
+    @property
+    def world(self) -> int:
+        """Ranks in the job: devices x num_nodes."""
+        return self.num_nodes * self.num_processes
+
+    @property
+    def time_size(self) -> int:
+        """P_time, ranks per time group."""
+        return self.world if self.time_parallel_size is None else self.time_parallel_size
+
+    def check(self, model: nn.Module) -> None:
+        """Raise ValueError if this world and ``model`` cannot run time-parallel."""
+        size, env = self.time_size, self.cluster_environment
+        if isinstance(env, TorchElasticEnvironment) and env.world_size() != self.world:
+            raise ValueError(
+                f"time_parallel: torchrun started {env.world_size()} processes but devices x "
+                f"num_nodes = {self.world}; make --trainer.devices equal --nproc_per_node"
+            )
+        if self.world % size:
+            raise ValueError(
+                f"time_parallel: devices x num_nodes = {self.world} is not divisible by "
+                f"time_parallel_size={size}"
+            )
+        blocks = time_parallel_blocks(model)
+        if size > 1 and not blocks:
+            raise ValueError(
+                "time_parallel: the model has no parareal block to split over "
+                f"time_parallel_size={size} ranks; use --trainer.strategy=ddp for data "
+                "parallelism alone"
+            )
+        for block in blocks:
+            if block.num_slices % size:
+                raise ValueError(
+                    f"time_parallel: num_slices={block.num_slices} of a parareal block is not "
+                    f"divisible by time_parallel_size={size}"
+                )
+
+    def _configure_launcher(self) -> None:
+        if self._start_method == "popen":
+            launcher = _CheckedSubprocessLauncher(
+                self.cluster_environment, self.num_processes, self.num_nodes
+            )
+        else:
+            launcher = _CheckedMultiProcessingLauncher(self, start_method=self._start_method)
+        launcher.time_strategy = self
+        self._launcher = launcher
+
+    def setup_environment(self) -> None:
+        if self.root_device.type == "cuda":  # a failed peer aborts NCCL collectives
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        super().setup_environment()
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        self.time_group, _ = create_groups(self.time_size, self._timeout)
+
+    def setup(self, trainer: pl.Trainer) -> None:
+        self.check(self.lightning_module)
+        group = self.time_group if self.time_size > 1 else None
+        for block in time_parallel_blocks(self.lightning_module):
+            block.time_group = group
+        if self.world == self.time_size:  # one data group: keep the data module's sampler
+            trainer._accelerator_connector.use_distributed_sampler = False
+        super().setup(trainer)
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, Any]:
+        return {"num_replicas": self.world // self.time_size,
+                "rank": self.global_rank // self.time_size}
+
+    def on_exception(self, exception: BaseException) -> None:
+        super().on_exception(exception)
+        print(
+            f"time_parallel: rank {self.global_rank} of {self.world} stops on "
+            f"{type(exception).__name__}: {exception} (a rank that failed or was killed stops "
+            f"the others within the {self._timeout} collective timeout)",
+            file=sys.stderr,
+        )
+
+    def teardown(self) -> None:
+        if self.lightning_module is not None:
+            for block in time_parallel_blocks(self.lightning_module):
+                block.time_group = None
+        super().teardown()
+
+    @classmethod
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        for name, start_method in (("time_parallel", "popen"), ("time_parallel_spawn", "spawn")):
+            if name not in strategy_registry:
+                strategy_registry.register(
+                    name, cls, description=f"time-parallel parareal + DDP ({start_method})",
+                    start_method=start_method,
+                )
+
+
+class _CheckFirst:
+    """Launcher mix-in: ``TimeParallelStrategy.check`` on the model before any rank starts."""
+
+    time_strategy: TimeParallelStrategy
+
+    def launch(self, function: Any, *args: Any, trainer: pl.Trainer | None = None,
+               **kwargs: Any) -> Any:
+        if self.time_strategy.lightning_module is not None:
+            self.time_strategy.check(self.time_strategy.lightning_module)
+        return super().launch(function, *args, trainer=trainer, **kwargs)
+
+
+class _CheckedSubprocessLauncher(_CheckFirst, _SubprocessScriptLauncher):
+    """Lightning's popen launcher, checking first."""
+
+
+class _CheckedMultiProcessingLauncher(_CheckFirst, _MultiProcessingLauncher):
+    """Lightning's spawn launcher, checking first."""
+
+
+def check_before_launch(trainer: pl.Trainer, model: nn.Module) -> None:
+    """``TimeParallelStrategy.check`` when the trainer uses it (for the CLI, before fit)."""
+    if isinstance(trainer.strategy, TimeParallelStrategy):
+        trainer.strategy.check(model)
+
+
+class TimeParallelTimers(pl.Callback):
+    """Log every rank's parareal timers after each training step, as ``parareal/rank{r}/*``.
+
+    Seconds inside the block's last forward and backward: ``time_fine``, ``time_coarse``,
+    ``time_comm`` (sends and collectives) and ``time_wait`` (blocked receiving), gathered
+    from all ranks (a collective: every rank runs it) and logged by rank 0.
+    """
+
+    KEYS = ("time_fine", "time_coarse", "time_comm", "time_wait")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        totals = torch.zeros(len(self.KEYS), dtype=torch.float64)
+        for block in time_parallel_blocks(pl_module):
+            summary = block.stats.summary() if getattr(block, "stats", None) else {}
+            totals += torch.tensor([float(summary.get(key, 0.0)) for key in self.KEYS],
+                                   dtype=torch.float64)
+        gathered = trainer.strategy.all_gather(totals.to(pl_module.device)).reshape(-1, 4)
+        for rank, row in enumerate(gathered.cpu()):
+            for key, value in zip(self.KEYS, row.tolist(), strict=True):
+                pl_module.log(f"parareal/rank{rank}/{key}", value, on_step=True, on_epoch=False,
+                              rank_zero_only=True)
+
+
+TimeParallelStrategy.register_strategies(StrategyRegistry)

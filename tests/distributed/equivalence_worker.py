@@ -1,0 +1,107 @@
+"""Run by test_equivalence.py: ``python equivalence_worker.py WORLD OUT.json TIME_SIZE:CASE ...``.
+
+Forks WORLD gloo ranks; for each TIME_SIZE, time groups of that size (data groups across
+them). For each TIME_SIZE:CASE,
+every rank builds the same float64 model (stem -> parareal block -> head), runs it once in one
+process (the reference, no time group) and once time-parallel under DistributedDataParallel on
+its data shard, and records the largest difference of output, parameter gradients and input
+gradient. Rank 0 writes {"TIME_SIZE:CASE": max difference over ranks} to OUT.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pnode_zoo.distributed import create_groups
+from pnode_zoo.ode import MLPVectorField, PararealODEBlock
+
+BATCH, DIM, SLICES = 8, 6, 4
+CASES = {
+    # name: block options
+    "shared_serial": {"per_slice": False, "backward": "serial"},
+    "shared_parareal": {"per_slice": False, "backward": "parareal"},
+    "shared_inexact": {"per_slice": False, "backward": "parareal", "max_iters": 1,
+                       "backward_max_iters": 1},
+    "per_slice_serial_trajectory": {"per_slice": True, "backward": "serial",
+                                    "return_trajectory": True},
+    "per_slice_parareal_trajectory": {"per_slice": True, "backward": "parareal",
+                                      "return_trajectory": True, "backward_max_iters": 2},
+    "per_slice_parareal": {"per_slice": True, "backward": "parareal"},
+}
+
+
+class Net(nn.Module):
+    """stem -> parareal block -> head; the loss reads the final state or the trajectory."""
+
+    def __init__(self, per_slice: bool, **block_args) -> None:
+        super().__init__()
+        field = ([MLPVectorField(DIM, 16) for _ in range(SLICES)] if per_slice
+                 else MLPVectorField(DIM, 16))
+        self.stem, self.head = nn.Linear(3, DIM), nn.Linear(DIM, 2)
+        self.block = PararealODEBlock(field, 0.0, 1.5, SLICES, fine_steps=4, tol=0.0,
+                                      **block_args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(self.stem(x))
+        if self.block.return_trajectory:
+            out = out.mean(dim=0)
+        return self.head(out)
+
+
+def run(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Output, parameter gradients and input gradient of the mean squared output."""
+    x = x.detach().requires_grad_()
+    out = model(x)
+    out.square().mean().backward()
+    return out.detach(), [p.grad.clone() for p in model.parameters()], x.grad
+
+
+def worker(rank: int, world: int, port: int, specs: list[str], path: str) -> None:
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    timeout = timedelta(seconds=60)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, timeout=timeout)
+    sizes = sorted({int(spec.split(":")[0]) for spec in specs})
+    time_groups = {size: create_groups(size, timeout)[0] for size in sizes}
+    errors = {}
+    for spec in specs:
+        time_size, case = int(spec.split(":")[0]), spec.split(":")[1]
+        data_groups, data_index = world // time_size, rank // time_size
+        torch.manual_seed(0)
+        reference = Net(**CASES[case])
+        x = torch.randn(BATCH, 3)
+        ref_out, ref_grads, ref_x_grad = run(reference, x)
+        model = Net(**CASES[case])
+        model.load_state_dict(reference.state_dict())
+        model.block.time_group = time_groups[time_size]
+        shard = slice(data_index * BATCH // data_groups, (data_index + 1) * BATCH // data_groups)
+        out, grads, x_grad = run(DistributedDataParallel(model), x[shard])
+        # each data group's loss is the mean over its shard: its input gradient is scaled up
+        diffs = [(out - ref_out[shard]).abs().max(),
+                 (x_grad / data_groups - ref_x_grad[shard]).abs().max()]
+        diffs += [(g - r).abs().max() for g, r in zip(grads, ref_grads, strict=True)]
+        largest = torch.tensor([max(d.item() for d in diffs)])
+        dist.all_reduce(largest, dist.ReduceOp.MAX)
+        errors[spec] = largest.item()
+    if rank == 0:
+        with open(path, "w") as f:
+            json.dump(errors, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    world_size, output = int(sys.argv[1]), sys.argv[2]
+    free_port = int(os.environ.get("PNODE_TEST_PORT", "29517"))
+    # fork: the ranks inherit the imported modules (imports take seconds here)
+    mp.start_processes(worker, (world_size, free_port, sys.argv[3:], output),
+                       nprocs=world_size, start_method="fork")

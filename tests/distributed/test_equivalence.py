@@ -1,0 +1,41 @@
+"""Time-parallel forward and gradients equal the one-process reference (float64, gloo, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from equivalence_worker import CASES  # tests/distributed is on sys.path (rootdir imports)
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("equivalence_worker.py")
+TOLERANCE = 1e-10
+
+
+def _run(world: int, specs: list[str], tmp_path: Path, port: int) -> dict[str, float]:
+    out = tmp_path / "errors.json"
+    subprocess.run(
+        [sys.executable, str(WORKER), str(world), str(out), *specs], cwd=REPO, check=True,
+        timeout=180, env={**os.environ, "PNODE_TEST_PORT": str(port)},
+    )
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_two_ranks_every_case(tmp_path: Path) -> None:
+    errors = _run(2, [f"2:{case}" for case in CASES], tmp_path, 29531)
+    assert set(errors) == {f"2:{case}" for case in CASES}
+    assert all(e <= TOLERANCE for e in errors.values()), errors
+
+
+@pytest.mark.slow
+def test_four_ranks_time_and_data_groups(tmp_path: Path) -> None:
+    specs = ["4:shared_serial", "4:shared_parareal", "4:per_slice_parareal_trajectory",
+             "4:shared_inexact", "2:shared_parareal", "2:per_slice_serial_trajectory"]
+    errors = _run(4, specs, tmp_path, 29541)
+    assert set(errors) == set(specs)
+    assert all(e <= TOLERANCE for e in errors.values()), errors
