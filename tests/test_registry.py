@@ -12,7 +12,7 @@ def test_list_models_has_baselines_and_filters():
     names = pnode_zoo.list_models()
     assert {"odenet", "resnet"} <= set(names)
     assert names == sorted(names)
-    assert pnode_zoo.list_models("res*") == ["resnet"]
+    assert pnode_zoo.list_models("odenet_*") == ["odenet_parareal"]
 
 
 @pytest.mark.parametrize("name", ["odenet", "resnet"])
