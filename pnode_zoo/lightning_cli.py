@@ -67,15 +67,22 @@ class PnodeCLI(LightningCLI):
                 "data": {"class_path": "pnode_zoo.data.DigitsDataModule"},
             }
         )
-        for attribute in ("num_classes", "input_shape"):
+        for attribute in ("num_classes", "input_shape", "times"):
             parser.link_arguments(
                 f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate"
             )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if "WandbLogger" in str(getattr(config.trainer.logger, "class_path", "")):
-            prepare_wandb(config.trainer.default_root_dir or RUN_DIR)
+        run_dir = config.trainer.default_root_dir or RUN_DIR
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            # The default save_dir follows --trainer.default_root_dir, so one option moves a run.
+            if init_args is not None and init_args.get("save_dir") == RUN_DIR:
+                init_args.save_dir = run_dir
+            if "WandbLogger" in str(getattr(logger, "class_path", "")):
+                prepare_wandb(run_dir)
 
     def instantiate_classes(self) -> None:
         try:

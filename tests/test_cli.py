@@ -31,14 +31,15 @@ def test_fit_help_documents_arguments_from_docstrings(cli):
 
 @pytest.mark.slow
 def test_fit_trains_tests_and_is_reproducible(cli, tmp_path):
-    args = ["fit", *FAST, "--trainer.logger=CSVLogger", "--trainer.logger.save_dir=runs"]
+    args = ["fit", *FAST, "--trainer.logger=CSVLogger", "--trainer.default_root_dir=out"]
     first = cli(args)
     assert first.returncode == 0, first.stderr
     assert "test/acc" in first.stdout
-    checkpoints = list((tmp_path / "runs").rglob("*.ckpt"))
+    checkpoints = list((tmp_path / "out").rglob("*.ckpt"))
     assert checkpoints and all(c.parent.name == "checkpoints" for c in checkpoints)
     assert cli(args).returncode == 0
-    runs = sorted((tmp_path / "runs").rglob("metrics.csv"))
+    assert not (tmp_path / "runs").exists()  # the logger follows default_root_dir
+    runs = sorted((tmp_path / "out").rglob("metrics.csv"))
     assert len(runs) == 2
     first_rows, second_rows = (list(csv.DictReader(r.open())) for r in runs)
     assert first_rows == second_rows

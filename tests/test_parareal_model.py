@@ -1,4 +1,4 @@
-"""The parareal ODE-Net against the plain ODE-Net, and the iteration schedule callback."""
+"""Parareal models against their torchdiffeq twins, and the iteration schedule callback."""
 
 import pytest
 import pytorch_lightning as pl
@@ -9,19 +9,36 @@ from pnode_zoo.data import DigitsDataModule
 from pnode_zoo.tasks import Classifier
 from pnode_zoo.tasks.callbacks import PararealSchedule
 
+PAIRS = {  # plain model and options, parareal model and options on the same grid, one input
+    "image": ("odenet", {"steps": 4}, "odenet_parareal", {"num_slices": 4}, (3, 1, 8, 8)),
+    "series": (
+        "odenet1d", {"input_shape": (2, 30), "steps": 4, "width": 8},
+        "odenet1d_parareal", {"input_shape": (2, 30), "num_slices": 4, "width": 8}, (3, 2, 30),
+    ),
+    "trajectory": (
+        "trajectory_node", {"input_shape": (3, 2), "times": [0.1 * k for k in range(6)],
+                            "augment": 2, "steps": 2},
+        "trajectory_node_parareal", {"input_shape": (3, 2), "times": [0.1 * k for k in range(6)],
+                                     "augment": 2, "fine_steps": 2, "coarse": "euler"},
+        (4, 3, 2),
+    ),
+}
 
-def test_parareal_odenet_with_n_iterations_equals_torchdiffeq_odenet():
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_parareal_model_with_n_iterations_equals_its_torchdiffeq_twin(kind):
+    plain_arch, plain_args, parareal_arch, parareal_args, input_shape = PAIRS[kind]
     torch.manual_seed(0)
-    plain = pnode_zoo.create_model("odenet", method="rk4", steps=4).double()
+    plain = pnode_zoo.create_model(plain_arch, method="rk4", **plain_args).double()
     parareal = pnode_zoo.create_model(
-        "odenet_parareal", num_slices=4, fine="rk4", fine_steps=1, max_iters=4
+        parareal_arch, fine="rk4", max_iters=None, **parareal_args
     ).double()
-    parareal.load_state_dict(plain.state_dict())  # same stem, field and head
-    images = torch.randn(3, 1, 8, 8, dtype=torch.float64)
-    expected = plain(images)
-    assert torch.allclose(parareal(images), expected, rtol=0, atol=1e-12)
+    parareal.load_state_dict(plain.state_dict())  # same stem/encoder, field and head
+    inputs = torch.randn(*input_shape, dtype=torch.float64)
+    expected = plain(inputs)
+    assert torch.allclose(parareal(inputs), expected, rtol=0, atol=1e-12)
     parareal.block.max_iters = 1
-    assert not torch.allclose(parareal(images), expected, atol=1e-6)  # K < N is inexact
+    assert not torch.allclose(parareal(inputs), expected, rtol=0, atol=1e-9)  # K < N: inexact
 
 
 def test_per_slice_parareal_odenet_has_one_field_per_slice():

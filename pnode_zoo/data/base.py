@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -10,18 +12,25 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 
 def stratified_split(
-    labels: np.ndarray, fraction: float, seed: int
+    labels: np.ndarray, fraction: float | int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held out) of a seeded split that holds out ``fraction`` of each class.
 
+    Where stratification is impossible (a class with a single sample, or fewer held-out samples
+    than classes, as in some small UCR training sets), the split is seeded but not stratified.
+
     Args:
         labels: class label of every sample.
-        fraction: share of the samples to hold out, in (0, 1).
+        fraction: share of the samples to hold out, in (0, 1), or their number if an int.
         seed: random seed of the split.
     """
     indices = np.arange(len(labels))
+    _, counts = np.unique(labels, return_counts=True)
+    integer = isinstance(fraction, int | np.integer)
+    held_out_size = fraction if integer else math.ceil(fraction * len(labels))
+    stratifiable = counts.min() >= 2 and len(counts) <= held_out_size <= len(labels) - len(counts)
     kept, held_out = train_test_split(
-        indices, test_size=fraction, stratify=labels, random_state=seed
+        indices, test_size=fraction, stratify=labels if stratifiable else None, random_state=seed
     )
     return np.sort(kept), np.sort(held_out)
 
@@ -35,17 +44,21 @@ class TensorDataModule(pl.LightningDataModule):
     Args:
         batch_size: samples per training batch (evaluation uses the same size).
         seed: seed of the split and of the training shuffle order.
+        num_workers: loader worker processes (0: load in the main process).
     """
 
     num_classes: int
     input_shape: tuple[int, ...]
 
-    def __init__(self, batch_size: int = 64, seed: int = 0) -> None:
+    def __init__(self, batch_size: int = 64, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be at least 0, got {num_workers}")
         self.batch_size = batch_size
         self.seed = seed
+        self.num_workers = num_workers
         self.splits: dict[str, Dataset] = {}
         self.indices: dict[str, np.ndarray] = {}  # positions in the source data, where known
 
@@ -60,7 +73,8 @@ class TensorDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            self.splits[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator
+            self.splits[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -13,48 +13,23 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pnode_zoo.models.common import StemBlockHead, parareal_block
 from pnode_zoo.models.registry import register_model
-from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealODEBlock
-
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels), channels)
+from pnode_zoo.ode import ConvVectorField, ODEBlock, group_norm
 
 
 def image_stem(in_channels: int, width: int, downsample: int) -> nn.Sequential:
     """A 3x3 convolution to ``width`` channels, then ``downsample`` stride-2 4x4 convolutions."""
     layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1)]
     for _ in range(downsample):
-        layers += [_norm(width), nn.ReLU(), nn.Conv2d(width, width, 4, stride=2, padding=1)]
+        layers += [group_norm(width), nn.ReLU(), nn.Conv2d(width, width, 4, stride=2, padding=1)]
     return nn.Sequential(*layers)
 
 
 def image_head(width: int, num_classes: int) -> nn.Sequential:
     """Norm, ReLU, global average pooling and a linear classifier."""
     pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return nn.Sequential(_norm(width), nn.ReLU(), *pool, nn.Linear(width, num_classes))
-
-
-class StemBlockHead(nn.Module):
-    """stem -> block -> head; ``nfe`` reports the block's evaluations of f (None for ResNets).
-
-    Args:
-        stem: maps the input to the block's state.
-        block: the depth part (an ODE block or a stack of residual blocks).
-        head: maps the final state to logits.
-    """
-
-    def __init__(self, stem: nn.Module, block: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.stem, self.block, self.head = stem, block, head
-
-    @property
-    def nfe(self) -> int | None:
-        """Evaluations of the vector field in the last forward call; None without an ODE."""
-        return getattr(self.block, "nfe", None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.block(self.stem(x)))
+    return nn.Sequential(group_norm(width), nn.ReLU(), *pool, nn.Linear(width, num_classes))
 
 
 class ResidualStack(nn.Module):
@@ -149,14 +124,10 @@ def odenet_parareal(
         backward: "parareal" or "serial" adjoint.
         backward_max_iters: adjoint parareal iterations (None: N).
     """
-    field: nn.Module | list[nn.Module] = (
-        [ConvVectorField(width) for _ in range(num_slices)] if per_slice
-        else ConvVectorField(width)
-    )
-    block = PararealODEBlock(
-        field, 0.0, t1, num_slices, coarse=coarse, coarse_steps=coarse_steps, fine=fine,
-        fine_steps=fine_steps, max_iters=max_iters, tol=tol, backward=backward,
-        backward_max_iters=backward_max_iters,
+    block = parareal_block(
+        lambda: ConvVectorField(width), t1, num_slices, per_slice, coarse=coarse,
+        coarse_steps=coarse_steps, fine=fine, fine_steps=fine_steps, max_iters=max_iters,
+        tol=tol, backward=backward, backward_max_iters=backward_max_iters,
     )
     return StemBlockHead(
         image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)

@@ -36,6 +36,10 @@ class ODEBlock(nn.Module):
         rtol: relative tolerance of adaptive methods.
         atol: absolute tolerance of adaptive methods.
         adjoint: use ``odeint_adjoint`` (memory O(1) in steps, recomputes the solve backwards).
+        return_trajectory: return the states at the ``num_intervals + 1`` equally spaced times
+            from t0 to t1, [num_intervals + 1, *x0.shape], instead of x(t1) alone.
+        num_intervals: intervals of the returned trajectory; fixed-grid methods need ``steps``
+            to be a multiple of it so that every output time is a grid point.
 
     Attributes:
         nfe: evaluations of f in the last forward call.
@@ -51,6 +55,8 @@ class ODEBlock(nn.Module):
         rtol: float = 1e-3,
         atol: float = 1e-4,
         adjoint: bool = False,
+        return_trajectory: bool = False,
+        num_intervals: int = 1,
     ) -> None:
         super().__init__()
         if t1 <= t0:
@@ -58,24 +64,41 @@ class ODEBlock(nn.Module):
         if method not in SOLVERS:
             known = ", ".join(sorted(SOLVERS))
             raise ValueError(f"unknown ODE method {method!r}; choose one of: {known}")
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
+        if steps < 1 or num_intervals < 1:
+            raise ValueError(
+                f"steps and num_intervals must be at least 1, got {steps} and {num_intervals}"
+            )
+        if method in FIXED_GRID_METHODS and steps % num_intervals:
+            raise ValueError(
+                f"steps ({steps}) must be a multiple of num_intervals ({num_intervals}) so that "
+                "every output time is on the fixed grid"
+            )
         self.func = func
         self.method = method
         self.rtol, self.atol = rtol, atol
         self.adjoint = adjoint
-        self.step_size = (t1 - t0) / steps
-        self.register_buffer("times", torch.tensor([t0, t1]), persistent=False)
+        self.steps_per_interval = steps // (num_intervals if return_trajectory else 1)
+        self.return_trajectory = return_trajectory
+        intervals = num_intervals if return_trajectory else 1
+        times = torch.linspace(t0, t1, intervals + 1, dtype=torch.float64)
+        self.register_buffer("times", times, persistent=False)
         self.nfe = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         counted = _CountingField(self.func)
         kwargs = {"rtol": self.rtol, "atol": self.atol, "method": self.method}
         if self.method in FIXED_GRID_METHODS:
-            kwargs["options"] = {"step_size": self.step_size}
+            kwargs["options"] = {"grid_constructor": self._step_grid}
         if self.adjoint:
             kwargs["adjoint_params"] = tuple(self.func.parameters())
         solve = torchdiffeq.odeint_adjoint if self.adjoint else torchdiffeq.odeint
-        out = solve(counted, x, self.times.to(x.dtype), **kwargs)[-1]
+        path = solve(counted, x, self.times.to(x.dtype), **kwargs)
         self.nfe = counted.calls
-        return out
+        return path if self.return_trajectory else path[-1]
+
+    def _step_grid(self, func: object, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The fixed grid: equal steps inside every output interval, so that each output time
+        is a grid point (torchdiffeq's ``step_size`` grid can miss them by rounding)."""
+        fractions = torch.arange(self.steps_per_interval, dtype=t.dtype) / self.steps_per_interval
+        inner = t[:-1, None] + t.diff()[:, None] * fractions.to(t.device)
+        return torch.cat([inner.flatten(), t[-1:]])

@@ -18,41 +18,55 @@ def _time_per_sample(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return t.expand(x.shape[0]) if t.dim() == 0 else t
 
 
-class ConcatConv2d(nn.Module):
-    """A 3x3 convolution that sees the time as an extra input channel (Chen et al. 2018).
+class ConcatConv(nn.Module):
+    """A same-size convolution that sees the time as an extra input channel (Chen et al. 2018).
 
     Args:
         in_channels: channels of x.
         out_channels: channels of the output.
+        kernel_size: odd kernel size.
+        dims: spatial dimensions of x: 2 for images [B, C, H, W], 1 for series [B, C, L].
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, dims: int = 2
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels + 1, out_channels, kernel_size=3, padding=1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if dims not in (1, 2):
+            raise ValueError(f"dims must be 1 (series) or 2 (images), got {dims}")
+        conv = nn.Conv2d if dims == 2 else nn.Conv1d
+        self.conv = conv(in_channels + 1, out_channels, kernel_size, padding=kernel_size // 2)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        time = _time_per_sample(t, x).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
+        spatial = x.shape[2:]
+        time = _time_per_sample(t, x).view(-1, 1, *(1 for _ in spatial)).expand(-1, 1, *spatial)
         return self.conv(torch.cat([time, x], dim=1))
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups: per-sample statistics, the same on every slice/rank."""
     return nn.GroupNorm(min(32, channels), channels)
 
 
 class ConvVectorField(nn.Module):
-    """Convolutional vector field for image states: norm, ReLU, time-conv, twice.
+    """Convolutional vector field for image or series states: norm, ReLU, time-conv, twice,
+    then a final norm.
 
     Args:
         channels: channels of the state (kept by the field).
+        kernel_size: odd kernel size of both convolutions.
+        dims: spatial dimensions of the state: 2 for images, 1 for series.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, kernel_size: int = 3, dims: int = 2) -> None:
         super().__init__()
-        self.norm1 = _group_norm(channels)
-        self.conv1 = ConcatConv2d(channels, channels)
-        self.norm2 = _group_norm(channels)
-        self.conv2 = ConcatConv2d(channels, channels)
-        self.norm3 = _group_norm(channels)
+        self.norm1 = group_norm(channels)
+        self.conv1 = ConcatConv(channels, channels, kernel_size, dims)
+        self.norm2 = group_norm(channels)
+        self.conv2 = ConcatConv(channels, channels, kernel_size, dims)
+        self.norm3 = group_norm(channels)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(t, torch.relu(self.norm1(x)))
@@ -81,48 +95,3 @@ class MLPVectorField(nn.Module):
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         time = _time_per_sample(t, x).unsqueeze(-1)
         return self.net(torch.cat([time, x], dim=-1))
-
-
-class ConcatConv1d(nn.Module):
-    """A 1-d convolution (odd kernel, same length) that sees the time as an extra channel.
-
-    Args:
-        in_channels: channels of x.
-        out_channels: channels of the output.
-        kernel_size: odd kernel size.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
-        super().__init__()
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.conv = nn.Conv1d(
-            in_channels + 1, out_channels, kernel_size=kernel_size, padding=kernel_size // 2
-        )
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        time = _time_per_sample(t, x).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
-        return self.conv(torch.cat([time, x], dim=1))
-
-
-class ConvVectorField1d(nn.Module):
-    """Convolutional vector field for series states [batch, channels, length]; as
-    ``ConvVectorField``: norm, ReLU, time-conv, twice, then a final norm.
-
-    Args:
-        channels: channels of the state (kept by the field).
-        kernel_size: odd kernel size of both convolutions.
-    """
-
-    def __init__(self, channels: int, kernel_size: int = 3) -> None:
-        super().__init__()
-        self.norm1 = _group_norm(channels)
-        self.conv1 = ConcatConv1d(channels, channels, kernel_size)
-        self.norm2 = _group_norm(channels)
-        self.conv2 = ConcatConv1d(channels, channels, kernel_size)
-        self.norm3 = _group_norm(channels)
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(t, torch.relu(self.norm1(x)))
-        out = self.conv2(t, torch.relu(self.norm2(out)))
-        return self.norm3(out)

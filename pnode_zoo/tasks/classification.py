@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from pnode_zoo.models import create_model
+from pnode_zoo.tasks.base import Task
 
 
-class Classifier(pl.LightningModule):
+class Classifier(Task):
     """Train a registered model (``python -m pnode_zoo models``) to classify images or series.
 
     Args:
@@ -39,24 +37,15 @@ class Classifier(pl.LightningModule):
         warmup_epochs: int = 0,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.net: nn.Module = create_model(
-            arch, num_classes=num_classes, input_shape=tuple(input_shape), **(arch_args or {})
+        super().__init__(
+            arch, arch_args, num_classes=num_classes, input_shape=tuple(input_shape)
         )
+        self.save_hyperparameters()
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.accuracy = nn.ModuleDict(
             {f"{split}_acc": MulticlassAccuracy(num_classes, average="micro")
              for split in ("train", "val", "test")}
         )
-
-    @property
-    def num_parameters(self) -> int:
-        """Trainable parameters of the network."""
-        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         inputs, labels = batch
@@ -67,9 +56,7 @@ class Classifier(pl.LightningModule):
         on_step = split == "train"
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
         self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
-        nfe = getattr(self.net, "nfe", None)
-        if nfe is not None:
-            self.log(f"{split}/nfe", float(nfe), on_step=on_step, on_epoch=True)
+        self.log_nfe(split)
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
@@ -83,28 +70,3 @@ class Classifier(pl.LightningModule):
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         return self(batch[0]).argmax(dim=-1)
-
-    def on_fit_start(self) -> None:
-        for logger in self.loggers:
-            logger.log_hyperparams({"num_parameters": self.num_parameters})
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
-        total_steps = self.trainer.estimated_stepping_batches
-        if math.isinf(total_steps):  # max_epochs=-1: no horizon for a cosine schedule
-            return {"optimizer": optimizer}
-        warmup_steps = self.hparams.warmup_epochs * total_steps // max(self.trainer.max_epochs, 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(total_steps - warmup_steps, 1)
-        )
-        schedule: torch.optim.lr_scheduler.LRScheduler = cosine
-        if warmup_steps > 0:
-            warmup = torch.optim.lr_scheduler.LinearLR(
-                optimizer, start_factor=0.01, total_iters=warmup_steps
-            )
-            schedule = torch.optim.lr_scheduler.SequentialLR(
-                optimizer, [warmup, cosine], milestones=[warmup_steps]
-            )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

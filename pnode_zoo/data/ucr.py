@@ -1,0 +1,145 @@
+"""UCR/UEA time-series classification sets that ship with sktime (read offline).
+
+sktime would try to download any name it does not bundle, so names are checked against the
+bundled list first and sktime's loader is only ever called for a bundled set.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from sklearn.preprocessing import LabelEncoder
+from torch.utils.data import Dataset
+
+from pnode_zoo.data.base import TensorDataModule, stratified_split, tensor_dataset
+
+
+def sktime_data_dir() -> Path:
+    """sktime's folder of bundled data sets (found without importing sktime, which is slow)."""
+    spec = find_spec("sktime")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("data.name needs sktime, which is not installed (pip install sktime)")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+
+
+def bundled_ucr_names() -> list[str]:
+    """Names of the UCR/UEA classification sets bundled with sktime, sorted."""
+    from sktime.datasets import tsc_dataset_names
+
+    classification = set(tsc_dataset_names.univariate) | set(tsc_dataset_names.multivariate)
+    return sorted(
+        folder.name for folder in sktime_data_dir().iterdir()
+        if folder.name in classification and (folder / f"{folder.name}_TRAIN.ts").exists()
+    )
+
+
+def load_ucr_split(name: str, split: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """The official train or test split of a bundled set: series and string labels.
+
+    Each series is an array [channels, length]; lengths may differ between series.
+
+    Args:
+        name: a bundled set (see ``bundled_ucr_names()``); other names raise ValueError.
+        split: "train" or "test".
+    """
+    bundled = bundled_ucr_names()
+    if name not in bundled:
+        raise ValueError(
+            f"data.name {name!r} is not a UCR/UEA set bundled with sktime; "
+            f"bundled sets: {', '.join(bundled)}"
+        )
+    from sktime.datasets import load_UCR_UEA_dataset
+
+    frame, labels = load_UCR_UEA_dataset(name, split=split, return_type="nested_univ")
+    series = [np.stack([cell.to_numpy(dtype=np.float64) for cell in row]) for row in frame.values]
+    return series, np.asarray(labels, dtype=str)
+
+
+def standardise(series: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(series - mean) / std; where std is 0 the series is only centred (no NaN)."""
+    return (series - mean) / np.where(std > 0, std, 1.0)
+
+
+def pad_to(series: list[np.ndarray], length: int) -> np.ndarray:
+    """Stack series [channels, length_i] into [n, channels, length], zero-padded at the end."""
+    out = np.zeros((len(series), series[0].shape[0], length))
+    for i, one in enumerate(series):
+        out[i, :, : one.shape[1]] = one
+    return out
+
+
+class UCRDataModule(TensorDataModule):
+    """A UCR/UEA classification set bundled with sktime, with its official train/test split.
+
+    A validation split is carved out of the official training set (seeded; stratified where
+    every class has at least two samples). Labels are encoded as the positions of the sorted
+    training labels. Sets of unequal length (JapaneseVowels, PLAID) are normalised on each
+    series' own length, then zero-padded at the end to the longest series of train and test.
+
+    Args:
+        name: the set, e.g. GunPoint, ItalyPowerDemand, BasicMotions (an unknown name lists
+            the bundled ones).
+        batch_size: samples per batch.
+        seed: seed of the validation split and of the shuffle order.
+        val_fraction: share of the official training set held out for validation.
+        normalise: "series": z-normalise every series and channel on its own (the UCR
+            convention); "channel": z-normalise each channel with training-split statistics
+            (keeps amplitude differences between series); "none".
+        num_workers: loader worker processes (0: load in the main process).
+    """
+
+    def __init__(
+        self,
+        name: str = "GunPoint",
+        batch_size: int = 16,
+        seed: int = 0,
+        val_fraction: float = 0.2,
+        normalise: Literal["series", "channel", "none"] = "series",
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size, seed, num_workers)
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"data.val_fraction must lie in (0, 1), got {val_fraction}")
+        self.name = name
+        self.val_fraction = val_fraction
+        self.normalise = normalise
+        self.train_series, train_labels = load_ucr_split(name, "train")
+        self.test_series, test_labels = load_ucr_split(name, "test")
+        self.encoder = LabelEncoder().fit(train_labels)
+        unseen = sorted(set(test_labels) - set(self.encoder.classes_))
+        if unseen:
+            raise ValueError(f"data.name {name!r}: test labels {unseen} never occur in training")
+        self.train_labels = self.encoder.transform(train_labels)
+        self.test_labels = self.encoder.transform(test_labels)
+        self.classes: list[str] = [str(label) for label in self.encoder.classes_]
+        self.num_classes = len(self.classes)
+        self.length = max(s.shape[1] for s in self.train_series + self.test_series)
+        self.input_shape = (self.train_series[0].shape[0], self.length)
+
+    def build_splits(self) -> dict[str, Dataset]:
+        train, val = stratified_split(self.train_labels, self.val_fraction, self.seed)
+        self.indices = {"train": train, "val": val, "test": np.arange(len(self.test_labels))}
+        train_series = self.normalised(self.train_series, train)
+        test_series = self.normalised(self.test_series, train)
+        return {
+            "train": tensor_dataset(train_series[train], self.train_labels[train]),
+            "val": tensor_dataset(train_series[val], self.train_labels[val]),
+            "test": tensor_dataset(test_series, self.test_labels),
+        }
+
+    def normalised(self, series: list[np.ndarray], train: np.ndarray) -> np.ndarray:
+        """The series normalised as ``normalise`` says (statistics of the training indices)
+        and padded to the common length, [n, channels, length]."""
+        if self.normalise == "series":
+            series = [
+                standardise(one, one.mean(axis=1, keepdims=True), one.std(axis=1, keepdims=True))
+                for one in series
+            ]
+        elif self.normalise == "channel":
+            values = np.concatenate([self.train_series[i] for i in train], axis=1)
+            mean, std = values.mean(axis=1, keepdims=True), values.std(axis=1, keepdims=True)
+            series = [standardise(one, mean, std) for one in series]
+        return pad_to(series, self.length)

@@ -1,0 +1,199 @@
+"""Time-series classifiers for inputs [batch, channels, length] (UCR/UEA archives).
+
+``fcn`` and ``resnet1d`` are the strong baselines of Wang et al. (2017), "Time series
+classification from scratch with deep neural networks", as re-implemented by Fawaz et al.
+(2019); ``odenet1d`` and ``odenet1d_parareal`` are their ODE-Net counterparts: a convolutional
+stem, one ODE block (torchdiffeq or parareal) of a 1-d convolutional vector field, and a
+pooling head. All are ``StemBlockHead``s, so ``nfe`` is the ODE block's evaluation count
+(None for the two baselines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pnode_zoo.models.common import StemBlockHead, parareal_block
+from pnode_zoo.models.registry import register_model
+from pnode_zoo.ode import ConvVectorField, ODEBlock, group_norm
+
+
+def same_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    """A length-keeping convolution: (k-1)//2 zeros left, k//2 right (Keras's 'same')."""
+    padding = nn.ConstantPad1d(((kernel_size - 1) // 2, kernel_size // 2), 0.0)
+    return nn.Sequential(padding, nn.Conv1d(in_channels, out_channels, kernel_size))
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    """Length-keeping convolution, batch norm, ReLU."""
+    return nn.Sequential(
+        same_conv(in_channels, out_channels, kernel_size), nn.BatchNorm1d(out_channels), nn.ReLU()
+    )
+
+
+def pooling_head(channels: int, num_classes: int) -> nn.Sequential:
+    """Global average pooling over time and a linear classifier."""
+    return nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+def series_stem(in_channels: int, width: int, kernel_size: int, downsample: int) -> nn.Sequential:
+    """A length-keeping convolution to ``width`` channels, then ``downsample`` stride-2 ones."""
+    layers: list[nn.Module] = [same_conv(in_channels, width, kernel_size)]
+    for _ in range(downsample):
+        layers += [group_norm(width), nn.ReLU(), nn.Conv1d(width, width, 4, stride=2, padding=1)]
+    return nn.Sequential(*layers)
+
+
+def series_head(width: int, num_classes: int) -> nn.Sequential:
+    """Norm and ReLU of the ODE state, then the pooling head."""
+    return nn.Sequential(group_norm(width), nn.ReLU(), pooling_head(width, num_classes))
+
+
+class ResidualBlock1d(nn.Module):
+    """Three conv-BN layers (kernels 8, 5, 3) with a shortcut, then ReLU (Wang et al. 2017).
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output (a 1x1 convolution matches the shortcut).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_relu(in_channels, out_channels, 8),
+            conv_bn_relu(out_channels, out_channels, 5),
+            same_conv(out_channels, out_channels, 3),
+            nn.BatchNorm1d(out_channels),
+        )
+        resize = in_channels != out_channels
+        projection = [nn.Conv1d(in_channels, out_channels, 1)] if resize else []
+        self.shortcut = nn.Sequential(*projection, nn.BatchNorm1d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+@register_model
+def fcn(num_classes: int = 2, input_shape: Sequence[int] = (1, 150)) -> StemBlockHead:
+    """Fully convolutional network (Wang et al. 2017): 128-256-128 filters, kernels 8/5/3.
+
+    Args:
+        num_classes: number of output classes.
+        input_shape: (channels, length) of the series.
+    """
+    stem = conv_bn_relu(input_shape[0], 128, 8)
+    block = nn.Sequential(conv_bn_relu(128, 256, 5), conv_bn_relu(256, 128, 3))
+    return StemBlockHead(stem, block, pooling_head(128, num_classes))
+
+
+@register_model
+def resnet1d(
+    num_classes: int = 2,
+    input_shape: Sequence[int] = (1, 150),
+    widths: Sequence[int] = (64, 128, 128),
+) -> StemBlockHead:
+    """1-d ResNet (Wang et al. 2017): residual blocks of three convolutions, kernels 8/5/3.
+
+    Args:
+        num_classes: number of output classes.
+        input_shape: (channels, length) of the series.
+        widths: filters of each residual block.
+    """
+    if not widths:
+        raise ValueError("widths must name at least one block width")
+    channels = [input_shape[0], *widths[:-1]]
+    blocks = [ResidualBlock1d(c_in, c_out) for c_in, c_out in zip(channels, widths, strict=True)]
+    head = pooling_head(widths[-1], num_classes)
+    return StemBlockHead(blocks[0], nn.Sequential(*blocks[1:]), head)
+
+
+@register_model
+def odenet1d(
+    num_classes: int = 2,
+    input_shape: Sequence[int] = (1, 150),
+    width: int = 64,
+    stem_kernel: int = 7,
+    downsample: int = 0,
+    kernel_size: int = 3,
+    t1: float = 1.0,
+    method: str = "rk4",
+    steps: int = 4,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    adjoint: bool = False,
+) -> StemBlockHead:
+    """ODE-Net for series: conv stem -> torchdiffeq ODE block (1-d conv vector field) -> head.
+
+    Args:
+        num_classes: number of output classes.
+        input_shape: (channels, length) of the series.
+        width: channels of the ODE state.
+        stem_kernel: kernel size of the stem's first convolution.
+        downsample: stride-2 convolutions in the stem (halve the length each).
+        kernel_size: odd kernel size of the vector field's convolutions.
+        t1: integration horizon [0, t1].
+        method: torchdiffeq method.
+        steps: fixed-grid steps over [0, t1].
+        rtol: relative tolerance (adaptive methods).
+        atol: absolute tolerance (adaptive methods).
+        adjoint: backpropagate with torchdiffeq's continuous adjoint.
+    """
+    block = ODEBlock(
+        ConvVectorField(width, kernel_size, dims=1), t0=0.0, t1=t1, method=method, steps=steps,
+        rtol=rtol, atol=atol, adjoint=adjoint,
+    )
+    stem = series_stem(input_shape[0], width, stem_kernel, downsample)
+    return StemBlockHead(stem, block, series_head(width, num_classes))
+
+
+@register_model
+def odenet1d_parareal(
+    num_classes: int = 2,
+    input_shape: Sequence[int] = (1, 150),
+    width: int = 64,
+    stem_kernel: int = 7,
+    downsample: int = 0,
+    kernel_size: int = 3,
+    t1: float = 1.0,
+    num_slices: int = 4,
+    per_slice: bool = False,
+    coarse: str = "euler",
+    coarse_steps: int = 1,
+    fine: str = "rk4",
+    fine_steps: int = 1,
+    max_iters: int | None = 2,
+    tol: float = 0.0,
+    backward: str = "serial",
+    backward_max_iters: int | None = None,
+) -> StemBlockHead:
+    """ODE-Net for series with a parareal block: ``odenet1d``'s stem and head around a
+    PararealODEBlock (defaults: 4 slices of one RK4 step, Euler coarse step, K = 2).
+
+    Args:
+        num_classes: number of output classes.
+        input_shape: (channels, length) of the series.
+        width: channels of the ODE state.
+        stem_kernel: kernel size of the stem's first convolution.
+        downsample: stride-2 convolutions in the stem (halve the length each).
+        kernel_size: odd kernel size of the vector field's convolutions.
+        t1: integration horizon [0, t1].
+        num_slices: N, parareal time slices.
+        per_slice: one vector field per slice instead of one shared field.
+        coarse: coarse propagator method.
+        coarse_steps: coarse steps per slice.
+        fine: fine propagator method.
+        fine_steps: fine steps per slice.
+        max_iters: forward parareal iterations K (None: N, the fine solution).
+        tol: stop iterating once the relative change is below tol (0: always K iterations).
+        backward: "parareal" or "serial" adjoint.
+        backward_max_iters: adjoint parareal iterations (None: N).
+    """
+    block = parareal_block(
+        lambda: ConvVectorField(width, kernel_size, dims=1), t1, num_slices, per_slice,
+        coarse=coarse, coarse_steps=coarse_steps, fine=fine, fine_steps=fine_steps,
+        max_iters=max_iters, tol=tol, backward=backward, backward_max_iters=backward_max_iters,
+    )
+    stem = series_stem(input_shape[0], width, stem_kernel, downsample)
+    return StemBlockHead(stem, block, series_head(width, num_classes))

@@ -1,0 +1,150 @@
+"""Trajectory models: forecast the observed states of a dynamical system at given times.
+
+A trajectory model maps a history [batch, K, D] of K observations of a D-dimensional state
+(the last one taken at time ``times[0]``) to predictions [batch, W, D] at ``times[1:]``. The
+times are equally spaced, so they are the slice boundaries of a parareal block (or the output
+times of a torchdiffeq block) and the block's trajectory output is the forecast itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pnode_zoo.models.registry import register_model
+from pnode_zoo.ode import MLPVectorField, ODEBlock, PararealODEBlock
+
+
+class TrajectoryNODE(nn.Module):
+    """Latest observation (plus ``augment`` dims encoded from the history) -> ODE block -> forecast.
+
+    The state is the observed system itself, x(t0) = the last observation, optionally
+    augmented by ``augment`` dimensions (Dupont et al. 2019) whose initial value is a linear
+    function of the whole history, so that a partially observed system (e.g. a 1-d series)
+    can still start from an unambiguous state. The block returns the state at every forecast
+    time; its first ``state_dim`` components after the origin are the forecast.
+
+    Args:
+        block: an ODE block with ``return_trajectory`` on, one output per forecast time.
+        state_dim: D, observed components of the state.
+        history: K, observations per input.
+        augment: unobserved extra state dimensions.
+    """
+
+    def __init__(self, block: nn.Module, state_dim: int, history: int, augment: int = 0) -> None:
+        super().__init__()
+        if augment < 0:
+            raise ValueError(f"augment must be >= 0, got {augment}")
+        self.block = block
+        self.state_dim = state_dim
+        self.encoder = nn.Linear(history * state_dim, augment) if augment else None
+
+    @property
+    def nfe(self) -> int:
+        """Evaluations of the vector field in the last forward call."""
+        return self.block.nfe
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        state = history[:, -1]
+        if self.encoder is not None:
+            state = torch.cat([state, self.encoder(history.flatten(1))], dim=-1)
+        path = self.block(state)
+        return path[1:, :, : self.state_dim].transpose(0, 1).contiguous()
+
+
+def forecast_interval(times: Sequence[float]) -> tuple[float, float, int]:
+    """(t0, t1, intervals) of equally spaced forecast times; ValueError for any other grid.
+
+    Args:
+        times: the forecast times, the origin first.
+    """
+    grid = torch.as_tensor(times, dtype=torch.float64)
+    gaps = grid.diff()
+    if grid.dim() != 1 or len(grid) < 2 or not bool((gaps > 0).all()):
+        raise ValueError(f"times must be at least 2 strictly increasing values, got {times}")
+    if not torch.allclose(gaps, gaps[0], rtol=1e-6, atol=0.0):
+        raise ValueError(f"times must be equally spaced (the ODE blocks' output grid), got {times}")
+    return float(grid[0]), float(grid[-1]), len(grid) - 1
+
+
+@register_model
+def trajectory_node(
+    input_shape: Sequence[int] = (1, 2),
+    times: Sequence[float] = (0.0, 1.0),
+    augment: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    method: str = "rk4",
+    steps: int = 1,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+) -> TrajectoryNODE:
+    """Neural ODE forecaster: the observed state (+ augmentation) integrated by torchdiffeq.
+
+    Args:
+        input_shape: (history length K, state dimension D) of one input.
+        times: equally spaced observation times; the input ends at times[0], the output is
+            at times[1:].
+        augment: extra unobserved state dimensions, initialised from the history.
+        hidden: width of the MLP vector field.
+        layers: hidden layers of the MLP vector field.
+        method: torchdiffeq method.
+        steps: fixed-grid steps per interval between observation times.
+        rtol: relative tolerance (adaptive methods).
+        atol: absolute tolerance (adaptive methods).
+    """
+    history, state_dim = input_shape
+    t0, t1, intervals = forecast_interval(times)
+    block = ODEBlock(
+        MLPVectorField(state_dim + augment, hidden, layers), t0, t1, method,
+        steps * intervals, rtol, atol, return_trajectory=True, num_intervals=intervals,
+    )
+    return TrajectoryNODE(block, state_dim, history, augment)
+
+
+@register_model
+def trajectory_node_parareal(
+    input_shape: Sequence[int] = (1, 2),
+    times: Sequence[float] = (0.0, 1.0),
+    augment: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    coarse: str = "midpoint",
+    coarse_steps: int = 1,
+    fine: str = "rk4",
+    fine_steps: int = 1,
+    max_iters: int | None = 2,
+    tol: float = 0.0,
+    backward: str = "serial",
+    backward_max_iters: int | None = None,
+) -> TrajectoryNODE:
+    """Neural ODE forecaster with a parareal block: one time slice per forecast interval, so
+    the block's trajectory output (the states at the slice boundaries) is the forecast.
+
+    Args:
+        input_shape: (history length K, state dimension D) of one input.
+        times: equally spaced observation times; the input ends at times[0], the output is
+            at times[1:] (N = len(times) - 1 slices).
+        augment: extra unobserved state dimensions, initialised from the history.
+        hidden: width of the MLP vector field.
+        layers: hidden layers of the MLP vector field.
+        coarse: coarse propagator method.
+        coarse_steps: coarse steps per slice.
+        fine: fine propagator method.
+        fine_steps: fine steps per slice.
+        max_iters: forward parareal iterations K (None: N, the fine solution).
+        tol: stop iterating once the relative change is below tol (0: always K iterations).
+        backward: "parareal" or "serial" adjoint.
+        backward_max_iters: adjoint parareal iterations (None: N).
+    """
+    history, state_dim = input_shape
+    t0, t1, intervals = forecast_interval(times)
+    block = PararealODEBlock(
+        MLPVectorField(state_dim + augment, hidden, layers), t0, t1, intervals,
+        coarse=coarse, coarse_steps=coarse_steps, fine=fine, fine_steps=fine_steps,
+        max_iters=max_iters, tol=tol, backward=backward, backward_max_iters=backward_max_iters,
+        return_trajectory=True,
+    )
+    return TrajectoryNODE(block, state_dim, history, augment)

@@ -1,0 +1,146 @@
+"""Trajectory regression: forecast the observed states of a dynamical system (MSE loss)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
+
+from pnode_zoo.tasks.base import Task
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TrajectoryRegressor(Task):
+    """Train a registered trajectory model (e.g. ``trajectory_node``) to forecast a series.
+
+    A batch is (history [B, K, D], target [B, W, D]); the model forecasts the target at
+    ``times[1:]`` from the history ending at ``times[0]``. Metrics are on the data module's
+    standardised scale. At the end of a test, a plot of forecasts against the data is saved as
+    ``test_forecast.png`` in the run directory (and logged to W&B when W&B is the logger).
+    The best checkpoint is chosen by the lowest validation MSE.
+
+    Args:
+        arch: registered trajectory model, e.g. ``trajectory_node``.
+        arch_args: options of that model (``python -m pnode_zoo models NAME`` lists them).
+        input_shape: (history length K, state dimension D) (linked from the data module).
+        times: forecast times, the origin first (linked from the data module).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: epochs of linear learning-rate warm-up before the cosine decay.
+        plot_windows: test windows drawn in the forecast plot.
+    """
+
+    def __init__(
+        self,
+        arch: str = "trajectory_node",
+        arch_args: dict[str, Any] | None = None,
+        input_shape: Sequence[int] = (1, 2),
+        times: Sequence[float] = (0.0, 1.0),
+        lr: float = 1e-2,
+        weight_decay: float = 0.0,
+        warmup_epochs: int = 0,
+        plot_windows: int = 4,
+    ) -> None:
+        super().__init__(arch, arch_args, input_shape=tuple(input_shape), times=tuple(times))
+        self.save_hyperparameters()
+        self.metrics = nn.ModuleDict(
+            {f"{split}_{name}": metric()
+             for split in ("train", "val", "test")
+             for name, metric in (("mse", MeanSquaredError), ("mae", MeanAbsoluteError))}
+        )
+        self.plotted: list[torch.Tensor] = []  # history, target, forecast of plotted windows
+
+    def _step(self, batch: Batch, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        history, target = batch
+        forecast = self(history)
+        loss = nn.functional.mse_loss(forecast, target)
+        on_step = split == "train"
+        if on_step:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        for name in ("mse", "mae"):
+            metric = self.metrics[f"{split}_{name}"]
+            metric(forecast, target)
+            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_nfe(split)
+        return loss, forecast
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        _, forecast = self._step(batch, "test")
+        if batch_idx == 0:
+            keep = self.hparams.plot_windows
+            self.plotted = [t[:keep].detach().cpu() for t in (*batch, forecast)]
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self(batch[0])
+
+    def setup(self, stage: str) -> None:
+        data_times = getattr(self.trainer.datamodule, "times", None)
+        if data_times is not None and tuple(data_times) != tuple(self.hparams.times):
+            raise ValueError(
+                f"model.times {tuple(self.hparams.times)} differ from the data module's times "
+                f"{tuple(data_times)}; the CLI links data.times to model.init_args.times"
+            )
+
+    def on_test_epoch_end(self) -> None:
+        if not self.plotted or not self.trainer.is_global_zero:
+            return
+        figure = self.forecast_figure(*self.plotted)
+        path = self.run_dir() / "test_forecast.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="test/forecast", images=[str(path)])
+
+    def forecast_figure(
+        self, history: torch.Tensor, target: torch.Tensor, forecast: torch.Tensor
+    ) -> Figure:
+        """One panel per window: history (squares), observed future (dots) and forecast (line)
+        of every component."""
+        times = torch.as_tensor(self.hparams.times)
+        dt = float(times[1] - times[0])
+        past = torch.arange(1 - history.shape[1], 1) * dt + times[0]
+        figure = Figure(figsize=(4 * len(history), 3), layout="constrained")
+        axes = figure.subplots(1, len(history), squeeze=False)[0]
+        for k, axis in enumerate(axes):
+            for d in range(history.shape[-1]):
+                color = f"C{d}"
+                axis.plot(past, history[k, :, d], "s-", color=color, alpha=0.4, markersize=3)
+                axis.plot(times[1:], target[k, :, d], "o", color=color, markersize=3)
+                axis.plot(times[1:], forecast[k, :, d], "-", color=color, label=f"x{d}")
+            axis.axvline(float(times[0]), color="grey", linewidth=0.5)
+            axis.set(title=f"test window {k}", xlabel="time from forecast origin")
+        axes[0].legend(fontsize="small")
+        figure.suptitle("squares: input, dots: observed, lines: forecast", fontsize="small")
+        return figure
+
+    def run_dir(self) -> Path:
+        """The run's directory: the checkpoint folder's parent, else the trainer's log dir."""
+        checkpoint = self.trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.dirpath:
+            return Path(checkpoint.dirpath).parent
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Replace the trainer's checkpoint callback (by validation accuracy) with one that
+        keeps the best checkpoint by validation MSE."""
+        if self.trainer.checkpoint_callback is None:
+            return []
+        return [ModelCheckpoint(
+            monitor="val/mse", mode="min", filename="epoch{epoch:03d}-val_mse{val/mse:.4f}",
+            auto_insert_metric_name=False, save_last=True,
+        )]

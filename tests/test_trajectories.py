@@ -1,0 +1,111 @@
+"""Trajectory data (Lotka-Volterra, sktime's lynx) and the trajectory regression task."""
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+
+from pnode_zoo.data import ForecastDataModule, LotkaVolterraDataModule
+from pnode_zoo.data.trajectories import lotka_volterra
+from pnode_zoo.tasks import TrajectoryRegressor
+
+
+def test_lotka_volterra_generator_follows_its_vector_field():
+    data = LotkaVolterraDataModule(num_points=200, dt=0.01, noise=0.0)
+    clean = data.clean
+    central_difference = (clean[2:] - clean[:-2]) / (2 * data.dt)
+    field = lotka_volterra(clean[1:-1], *data.params)
+    assert np.abs(central_difference - field).max() < 1e-3 * np.abs(field).max()
+    assert np.array_equal(data.series, clean)
+
+
+def test_lotka_volterra_noise_is_seeded_and_scaled():
+    first, second, other = (LotkaVolterraDataModule(noise=0.1, seed=s) for s in (3, 3, 4))
+    assert np.array_equal(first.series, second.series)
+    assert not np.array_equal(first.series, other.series)
+    relative = (first.series - first.clean).std(axis=0) / first.clean.std(axis=0)
+    assert np.allclose(relative, 0.1, rtol=0.15)
+
+
+@pytest.mark.parametrize("make", [lambda: LotkaVolterraDataModule(),
+                                  lambda: ForecastDataModule("lynx")])
+def test_forecast_splits_are_ordered_in_time_without_overlap(make):
+    data = make()
+    data.setup("fit")
+    ranges = data.ranges()
+    for split in ("train", "val", "test"):
+        origins = data.indices[split]
+        targets = origins[:, None] + np.arange(1, data.horizon + 1)
+        assert set(targets.ravel()) <= set(ranges[split]), split  # targets inside their range
+        history, target = data.splits[split].tensors
+        assert history.shape[1:] == data.input_shape
+        assert target.shape[1:] == (data.horizon, data.input_shape[1])
+    train_inputs = data.indices["train"][:, None] + np.arange(1 - data.history, 1)
+    assert train_inputs.max() < ranges["val"].start  # training never sees a held-out value
+    assert ranges["train"].stop == ranges["val"].start
+    assert ranges["val"].stop == ranges["test"].start and ranges["test"].stop == len(data.series)
+
+
+def test_windows_hold_the_standardised_series_and_its_times():
+    data = LotkaVolterraDataModule(history=3, horizon=5)
+    data.setup("fit")
+    history, target = data.splits["test"][1]
+    origin = data.indices["test"][1]
+    standardised = (data.series - data.mean) / data.std
+    assert np.allclose(history.numpy(), standardised[origin - 2: origin + 1], atol=1e-6)
+    assert np.allclose(target.numpy(), standardised[origin + 1: origin + 6], atol=1e-6)
+    assert data.times == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    train = standardised[data.ranges()["train"]]
+    assert np.allclose(train.mean(axis=0), 0, atol=1e-9) and np.allclose(train.std(axis=0), 1)
+
+
+def test_lynx_is_log10_of_sktimes_series():
+    from sktime.datasets import load_lynx
+
+    data = ForecastDataModule("lynx")
+    assert np.allclose(data.series[:, 0], np.log10(load_lynx().to_numpy()))
+    assert data.input_shape == (10, 1) and len(data.times) == 15
+
+
+@pytest.mark.parametrize("kwargs", [{"horizon": 0}, {"dt": 0.0}, {"horizon": 60}])
+def test_bad_arguments_name_the_option(kwargs):
+    with pytest.raises(ValueError, match="data"):
+        ForecastDataModule("lynx", **kwargs)
+
+
+def test_regressor_learns_lotka_volterra_and_plots_its_forecast(tmp_path):
+    pl.seed_everything(0)
+    data = LotkaVolterraDataModule(num_points=160, horizon=10, val_windows=1, test_windows=2)
+    task = TrajectoryRegressor(input_shape=data.input_shape, times=data.times, lr=0.01,
+                               arch_args={"hidden": 32})
+    trainer = pl.Trainer(max_epochs=3, logger=False, default_root_dir=tmp_path,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, datamodule=data)
+    assert trainer.checkpoint_callback.monitor == "val/mse"  # the task's own checkpointing
+    first_val = trainer.callback_metrics["val/mse"].item()
+    (result,) = trainer.test(task, datamodule=data, verbose=False)
+    assert {"test/mse", "test/mae", "test/nfe"} <= set(result)
+    assert result["test/nfe"] == 40  # 10 intervals x RK4
+    assert first_val < 1.0  # below predicting the (standardised) mean
+    assert (tmp_path / "test_forecast.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_forecast_plot_is_logged_to_wandb(tmp_path, monkeypatch):
+    import wandb
+    from pytorch_lightning.loggers import WandbLogger
+
+    for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(variable, str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    data = LotkaVolterraDataModule(num_points=100, horizon=5, val_windows=1, test_windows=1)
+    task = TrajectoryRegressor(input_shape=data.input_shape, times=data.times)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, default_root_dir=tmp_path,
+                         logger=WandbLogger(save_dir=str(tmp_path), offline=True),
+                         enable_progress_bar=False, enable_model_summary=False)
+    try:
+        trainer.fit(task, datamodule=data)
+        trainer.test(task, datamodule=data, verbose=False)
+    finally:
+        wandb.finish()
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/test/forecast_*.png"))
+    assert list(tmp_path.glob("**/test_forecast.png"))
