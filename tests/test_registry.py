@@ -29,6 +29,14 @@ def test_odenet_downsampling_stem_handles_28x28():
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.parametrize(("width", "groups"), [(16, 16), (48, 24), (64, 32)])
+def test_odenet_builds_at_widths_not_divisible_by_32(width, groups):
+    model = pnode_zoo.create_model("odenet", width=width)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == groups for m in norms)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
 def test_odenet_reports_function_evaluations():
     model = pnode_zoo.create_model("odenet", method="rk4", steps=3)
     model(torch.randn(2, 1, 8, 8))

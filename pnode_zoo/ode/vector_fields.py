@@ -46,8 +46,10 @@ class ConcatConv(nn.Module):
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 32 groups: per-sample statistics, the same on every slice/rank."""
-    return nn.GroupNorm(min(32, channels), channels)
+    """GroupNorm with the most groups (up to 32) that divide ``channels``: per-sample
+    statistics, the same on every slice/rank."""
+    groups = max(g for g in range(1, min(32, channels) + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
 
 
 class ConvVectorField(nn.Module):
