@@ -1,8 +1,12 @@
 """The command line, run as a user would: in a subprocess, offline, in a fresh directory."""
 
 import csv
+import inspect
+from pathlib import Path
 
 import pytest
+
+from pnode_zoo.data import UCRDataModule
 
 FAST = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
         "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2"]
@@ -27,6 +31,15 @@ def test_fit_help_documents_arguments_from_docstrings(cli):
     result = cli(["fit", "--model.help", "Classifier"])
     assert result.returncode == 0
     assert "peak learning rate of AdamW" in result.stdout
+
+
+def test_a_ucr_config_uses_the_ucr_modules_documented_validation_share(cli):
+    # jsonargparse keeps the default data module's (digits') init args when a config switches
+    # the class (jsonargparse issue 460), so the two modules' val_fraction defaults must agree.
+    config = Path(__file__).parents[1] / "configs" / "gunpoint" / "node.yaml"
+    result = cli(["fit", "--config", str(config), "--print_config"])
+    default = inspect.signature(UCRDataModule).parameters["val_fraction"].default
+    assert result.returncode == 0 and f"val_fraction: {default}" in result.stdout
 
 
 @pytest.mark.slow

@@ -28,13 +28,14 @@ def test_split_sizes_are_the_official_ones_without_overlap(name):
     assert data.input_shape == (channels, length) and data.num_classes == classes
     sizes = {split: len(data.splits[split]) for split in ("train", "val", "test")}
     assert sizes["train"] + sizes["val"] == n_train and sizes["test"] == n_test
-    assert sizes["val"] == pytest.approx(0.2 * n_train, abs=1)
+    assert sizes["val"] == pytest.approx(0.1 * n_train, abs=1)
     assert not set(data.indices["train"]) & set(data.indices["val"])
     assert data.splits["train"].tensors[0].shape[1:] == (channels, length)
 
 
 def test_validation_split_is_stratified_seeded_and_deterministic():
-    first, second, other = ready(seed=1), ready(seed=1), ready(seed=2)
+    first, second = ready(seed=1, val_fraction=0.2), ready(seed=1, val_fraction=0.2)
+    other = ready(seed=2, val_fraction=0.2)
     assert np.array_equal(first.indices["val"], second.indices["val"])
     assert not np.array_equal(first.indices["val"], other.indices["val"])
     counts = torch.bincount(first.splits["val"].tensors[1], minlength=2)

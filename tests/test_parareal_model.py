@@ -15,6 +15,13 @@ PAIRS = {  # plain model and options, parareal model and options on the same gri
         "odenet1d", {"input_shape": (2, 30), "steps": 4, "width": 8},
         "odenet1d_parareal", {"input_shape": (2, 30), "num_slices": 4, "width": 8}, (3, 2, 30),
     ),
+    "series_batch_norm_stem": (
+        "odenet1d", {"input_shape": (2, 30), "steps": 4, "width": 8, "stem_kernel": 8,
+                     "stem_batch_norm": True},
+        "odenet1d_parareal", {"input_shape": (2, 30), "num_slices": 4, "width": 8,
+                              "stem_kernel": 8, "stem_batch_norm": True},
+        (3, 2, 30),
+    ),
     "trajectory": (
         "trajectory_node", {"input_shape": (3, 2), "times": [0.1 * k for k in range(6)],
                             "augment": 2, "steps": 2},

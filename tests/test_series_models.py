@@ -33,6 +33,18 @@ def test_odenet1d_downsampling_and_widths():
     assert create_model("resnet1d", num_classes=2, widths=(8, 16)).head[-1].in_features == 16
 
 
+def test_odenet1d_batch_norm_stem_is_fcns_first_layer():
+    model = create_model(
+        "odenet1d", num_classes=2, input_shape=(1, 150), width=16, stem_kernel=8,
+        stem_batch_norm=True,
+    )
+    x = torch.randn(4, 1, 150)
+    features = model.stem(x)
+    assert features.shape == (4, 16, 150) and (features >= 0).all()  # even kernel keeps length
+    model.eval()  # running statistics: one sample's features do not depend on the others
+    assert torch.allclose(model.stem(x)[:1], model.stem(x[:1]), atol=1e-6)
+
+
 def test_registry_lists_the_new_models_with_documented_options():
     assert {"fcn", "resnet1d", "odenet1d", "odenet1d_parareal", "resnet18", "trajectory_node",
             "trajectory_node_parareal"} <= set(list_models())

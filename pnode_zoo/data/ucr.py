@@ -96,7 +96,7 @@ class UCRDataModule(TensorDataModule):
         name: str = "GunPoint",
         batch_size: int = 16,
         seed: int = 0,
-        val_fraction: float = 0.2,
+        val_fraction: float = 0.1,
         normalise: Literal["series", "channel", "none"] = "series",
         num_workers: int = 0,
     ) -> None:

@@ -38,9 +38,13 @@ def pooling_head(channels: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
 
-def series_stem(in_channels: int, width: int, kernel_size: int, downsample: int) -> nn.Sequential:
-    """A length-keeping convolution to ``width`` channels, then ``downsample`` stride-2 ones."""
-    layers: list[nn.Module] = [same_conv(in_channels, width, kernel_size)]
+def series_stem(
+    in_channels: int, width: int, kernel_size: int, downsample: int, batch_norm: bool
+) -> nn.Sequential:
+    """A length-keeping convolution to ``width`` channels (with BatchNorm and ReLU, FCN's first
+    layer, if ``batch_norm``), then ``downsample`` stride-2 ones."""
+    first = conv_bn_relu if batch_norm else same_conv
+    layers: list[nn.Module] = [first(in_channels, width, kernel_size)]
     for _ in range(downsample):
         layers += [group_norm(width), nn.ReLU(), nn.Conv1d(width, width, 4, stride=2, padding=1)]
     return nn.Sequential(*layers)
@@ -115,6 +119,7 @@ def odenet1d(
     input_shape: Sequence[int] = (1, 150),
     width: int = 64,
     stem_kernel: int = 7,
+    stem_batch_norm: bool = False,
     downsample: int = 0,
     kernel_size: int = 3,
     t1: float = 1.0,
@@ -131,6 +136,8 @@ def odenet1d(
         input_shape: (channels, length) of the series.
         width: channels of the ODE state.
         stem_kernel: kernel size of the stem's first convolution.
+        stem_batch_norm: BatchNorm and ReLU after that convolution (it runs once, before the
+            ODE block, so batch statistics are safe there, unlike inside the field).
         downsample: stride-2 convolutions in the stem (halve the length each).
         kernel_size: odd kernel size of the vector field's convolutions.
         t1: integration horizon [0, t1].
@@ -144,7 +151,7 @@ def odenet1d(
         ConvVectorField(width, kernel_size, dims=1), t0=0.0, t1=t1, method=method, steps=steps,
         rtol=rtol, atol=atol, adjoint=adjoint,
     )
-    stem = series_stem(input_shape[0], width, stem_kernel, downsample)
+    stem = series_stem(input_shape[0], width, stem_kernel, downsample, stem_batch_norm)
     return StemBlockHead(stem, block, series_head(width, num_classes))
 
 
@@ -154,6 +161,7 @@ def odenet1d_parareal(
     input_shape: Sequence[int] = (1, 150),
     width: int = 64,
     stem_kernel: int = 7,
+    stem_batch_norm: bool = False,
     downsample: int = 0,
     kernel_size: int = 3,
     t1: float = 1.0,
@@ -176,6 +184,8 @@ def odenet1d_parareal(
         input_shape: (channels, length) of the series.
         width: channels of the ODE state.
         stem_kernel: kernel size of the stem's first convolution.
+        stem_batch_norm: BatchNorm and ReLU after that convolution (it runs once, before the
+            ODE block, so batch statistics are safe there, unlike inside the field).
         downsample: stride-2 convolutions in the stem (halve the length each).
         kernel_size: odd kernel size of the vector field's convolutions.
         t1: integration horizon [0, t1].
@@ -195,5 +205,5 @@ def odenet1d_parareal(
         coarse=coarse, coarse_steps=coarse_steps, fine=fine, fine_steps=fine_steps,
         max_iters=max_iters, tol=tol, backward=backward, backward_max_iters=backward_max_iters,
     )
-    stem = series_stem(input_shape[0], width, stem_kernel, downsample)
+    stem = series_stem(input_shape[0], width, stem_kernel, downsample, stem_batch_norm)
     return StemBlockHead(stem, block, series_head(width, num_classes))
