@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -13,6 +15,7 @@ from pnode_zoo.cli import UserInputError, prepare_wandb
 from pnode_zoo.distributed.strategy import check_before_launch  # also registers time_parallel
 
 RUN_DIR = "runs"
+DEFAULT_DATA = "pnode_zoo.data.DigitsDataModule"
 
 
 def checkpoint_callback() -> ModelCheckpoint:
@@ -64,13 +67,31 @@ class PnodeCLI(LightningCLI):
         parser.set_defaults(
             {
                 "model": {"class_path": "pnode_zoo.tasks.Classifier"},
-                "data": {"class_path": "pnode_zoo.data.DigitsDataModule"},
+                "data": {"class_path": DEFAULT_DATA},
             }
         )
         for attribute in ("num_classes", "input_shape", "times"):
             parser.link_arguments(
                 f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate"
             )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
+        """Parse twice: once to learn the data module chosen, then from that module's defaults.
+
+        jsonargparse keeps the default data module's init args (digits' batch size, validation
+        share) when a config or ``--data`` switches the class (jsonargparse issue 460), so a
+        UCR run would silently inherit them. The first parse leaves out ``--print_config``,
+        which would print the inherited values and exit.
+        """
+        given = sys.argv[1:] if args is None else list(args)
+        probe = [arg for arg in given if not arg.startswith("--print_config")]
+        super().parse_arguments(parser, probe)
+        chosen = self.config[self.config.subcommand].data.class_path
+        if chosen != DEFAULT_DATA:
+            for subcommand_parser in self._subcommand_parsers.values():
+                subcommand_parser.set_defaults({"data": {"class_path": chosen}})
+        if chosen != DEFAULT_DATA or probe != given:
+            super().parse_arguments(parser, given)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

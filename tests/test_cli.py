@@ -2,7 +2,6 @@
 
 import csv
 import inspect
-from pathlib import Path
 
 import pytest
 
@@ -33,13 +32,18 @@ def test_fit_help_documents_arguments_from_docstrings(cli):
     assert "peak learning rate of AdamW" in result.stdout
 
 
-def test_a_ucr_config_uses_the_ucr_modules_documented_validation_share(cli):
-    # jsonargparse keeps the default data module's (digits') init args when a config switches
-    # the class (jsonargparse issue 460), so the two modules' val_fraction defaults must agree.
-    config = Path(__file__).parents[1] / "configs" / "gunpoint" / "node.yaml"
-    result = cli(["fit", "--config", str(config), "--print_config"])
-    default = inspect.signature(UCRDataModule).parameters["val_fraction"].default
-    assert result.returncode == 0 and f"val_fraction: {default}" in result.stdout
+@pytest.mark.parametrize("source", ["config", "command line"])
+def test_a_chosen_data_module_starts_from_its_own_defaults(cli, tmp_path, source):
+    # jsonargparse would carry the default data module's (digits') init args over to the class
+    # a config or --data picks (jsonargparse issue 460); UCR's batch size default differs.
+    (tmp_path / "ucr.yaml").write_text("data: {class_path: UCRDataModule}\n")
+    chosen = ["--config=ucr.yaml"] if source == "config" else ["--data=UCRDataModule"]
+    default = inspect.signature(UCRDataModule).parameters["batch_size"].default
+    result = cli(["fit", *chosen, "--print_config"])
+    assert result.returncode == 0, result.stderr
+    assert f"batch_size: {default}" in result.stdout and default != 64
+    given = cli(["fit", *chosen, "--data.batch_size=64", "--print_config"])
+    assert "batch_size: 64" in given.stdout  # a value given equal to digits' default stays
 
 
 @pytest.mark.slow
