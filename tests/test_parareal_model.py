@@ -17,9 +17,10 @@ PAIRS = {  # plain model and options, parareal model and options on the same gri
     ),
     "series_batch_norm_stem": (
         "odenet1d", {"input_shape": (2, 30), "steps": 4, "width": 8, "stem_kernel": 8,
-                     "stem_batch_norm": True},
+                     "stem_batch_norm": True, "stem_layers": 2},
         "odenet1d_parareal", {"input_shape": (2, 30), "num_slices": 4, "width": 8,
-                              "stem_kernel": 8, "stem_batch_norm": True},
+                              "stem_kernel": 8, "stem_batch_norm": True,
+                              "stem_layers": 2},
         (3, 2, 30),
     ),
     "trajectory": (

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from pnode_zoo import create_model, list_models
 from pnode_zoo.ode import ConcatConv, ConvVectorField
@@ -33,16 +34,24 @@ def test_odenet1d_downsampling_and_widths():
     assert create_model("resnet1d", num_classes=2, widths=(8, 16)).head[-1].in_features == 16
 
 
-def test_odenet1d_batch_norm_stem_is_fcns_first_layer():
+@pytest.mark.parametrize("stem_layers", [1, 3])
+def test_odenet1d_batch_norm_stem_is_fcns_first_layers(stem_layers):
     model = create_model(
         "odenet1d", num_classes=2, input_shape=(1, 150), width=16, stem_kernel=8,
-        stem_batch_norm=True,
+        stem_batch_norm=True, stem_layers=stem_layers,
     )
+    kernels = [m.kernel_size[0] for m in model.stem.modules() if isinstance(m, nn.Conv1d)]
+    assert kernels == [8, 5, 3][:stem_layers]
     x = torch.randn(4, 1, 150)
     features = model.stem(x)
     assert features.shape == (4, 16, 150) and (features >= 0).all()  # even kernel keeps length
     model.eval()  # running statistics: one sample's features do not depend on the others
     assert torch.allclose(model.stem(x)[:1], model.stem(x[:1]), atol=1e-6)
+
+
+def test_odenet1d_deeper_stem_needs_batch_norm():
+    with pytest.raises(ValueError, match="stem_batch_norm: true"):
+        create_model("odenet1d", stem_layers=2)
 
 
 def test_registry_lists_the_new_models_with_documented_options():

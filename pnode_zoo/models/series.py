@@ -39,15 +39,26 @@ def pooling_head(channels: int, num_classes: int) -> nn.Sequential:
 
 
 def series_stem(
-    in_channels: int, width: int, kernel_size: int, downsample: int, batch_norm: bool
+    in_channels: int,
+    width: int,
+    kernel_size: int,
+    downsample: int,
+    batch_norm: bool,
+    layers: int = 1,
 ) -> nn.Sequential:
     """A length-keeping convolution to ``width`` channels (with BatchNorm and ReLU, FCN's first
-    layer, if ``batch_norm``), then ``downsample`` stride-2 ones."""
+    layer, if ``batch_norm``), FCN's next conv-BN-ReLU layers (kernels 5, 3) up to ``layers``
+    in all, then ``downsample`` stride-2 convolutions."""
+    if not 1 <= layers <= 3 or (layers > 1 and not batch_norm):
+        raise ValueError(
+            f"stem_layers must be 1, or 2 to 3 with stem_batch_norm: true, got {layers}"
+        )
     first = conv_bn_relu if batch_norm else same_conv
-    layers: list[nn.Module] = [first(in_channels, width, kernel_size)]
+    modules: list[nn.Module] = [first(in_channels, width, kernel_size)]
+    modules += [conv_bn_relu(width, width, k) for k in (5, 3)[: layers - 1]]
     for _ in range(downsample):
-        layers += [group_norm(width), nn.ReLU(), nn.Conv1d(width, width, 4, stride=2, padding=1)]
-    return nn.Sequential(*layers)
+        modules += [group_norm(width), nn.ReLU(), nn.Conv1d(width, width, 4, stride=2, padding=1)]
+    return nn.Sequential(*modules)
 
 
 def series_head(width: int, num_classes: int) -> nn.Sequential:
@@ -120,6 +131,7 @@ def odenet1d(
     width: int = 64,
     stem_kernel: int = 7,
     stem_batch_norm: bool = False,
+    stem_layers: int = 1,
     downsample: int = 0,
     kernel_size: int = 3,
     t1: float = 1.0,
@@ -138,6 +150,8 @@ def odenet1d(
         stem_kernel: kernel size of the stem's first convolution.
         stem_batch_norm: BatchNorm and ReLU after that convolution (it runs once, before the
             ODE block, so batch statistics are safe there, unlike inside the field).
+        stem_layers: conv-BN-ReLU layers in the stem (FCN's first layers, kernels
+            ``stem_kernel``, 5, 3); more than 1 needs ``stem_batch_norm``.
         downsample: stride-2 convolutions in the stem (halve the length each).
         kernel_size: odd kernel size of the vector field's convolutions.
         t1: integration horizon [0, t1].
@@ -151,7 +165,9 @@ def odenet1d(
         ConvVectorField(width, kernel_size, dims=1), t0=0.0, t1=t1, method=method, steps=steps,
         rtol=rtol, atol=atol, adjoint=adjoint,
     )
-    stem = series_stem(input_shape[0], width, stem_kernel, downsample, stem_batch_norm)
+    stem = series_stem(
+        input_shape[0], width, stem_kernel, downsample, stem_batch_norm, stem_layers
+    )
     return StemBlockHead(stem, block, series_head(width, num_classes))
 
 
@@ -162,6 +178,7 @@ def odenet1d_parareal(
     width: int = 64,
     stem_kernel: int = 7,
     stem_batch_norm: bool = False,
+    stem_layers: int = 1,
     downsample: int = 0,
     kernel_size: int = 3,
     t1: float = 1.0,
@@ -186,6 +203,8 @@ def odenet1d_parareal(
         stem_kernel: kernel size of the stem's first convolution.
         stem_batch_norm: BatchNorm and ReLU after that convolution (it runs once, before the
             ODE block, so batch statistics are safe there, unlike inside the field).
+        stem_layers: conv-BN-ReLU layers in the stem (FCN's first layers, kernels
+            ``stem_kernel``, 5, 3); more than 1 needs ``stem_batch_norm``.
         downsample: stride-2 convolutions in the stem (halve the length each).
         kernel_size: odd kernel size of the vector field's convolutions.
         t1: integration horizon [0, t1].
@@ -205,5 +224,7 @@ def odenet1d_parareal(
         coarse=coarse, coarse_steps=coarse_steps, fine=fine, fine_steps=fine_steps,
         max_iters=max_iters, tol=tol, backward=backward, backward_max_iters=backward_max_iters,
     )
-    stem = series_stem(input_shape[0], width, stem_kernel, downsample, stem_batch_norm)
+    stem = series_stem(
+        input_shape[0], width, stem_kernel, downsample, stem_batch_norm, stem_layers
+    )
     return StemBlockHead(stem, block, series_head(width, num_classes))
