@@ -85,13 +85,14 @@ class PnodeCLI(LightningCLI):
         """
         given = sys.argv[1:] if args is None else list(args)
         probe = [arg for arg in given if not arg.startswith("--print_config")]
-        super().parse_arguments(parser, probe)
+        # The parser is called directly: LightningCLI's own method warns when given a list.
+        self.config = parser.parse_args(probe)
         chosen = self.config[self.config.subcommand].data.class_path
         if chosen != DEFAULT_DATA:
             for subcommand_parser in self._subcommand_parsers.values():
                 subcommand_parser.set_defaults({"data": {"class_path": chosen}})
         if chosen != DEFAULT_DATA or probe != given:
-            super().parse_arguments(parser, given)
+            self.config = parser.parse_args(given)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
