@@ -82,11 +82,12 @@ def serial_fine(block: PararealODEBlock, x0: torch.Tensor) -> torch.Tensor:
     """The serial fine solve: F applied slice after slice, states at all boundaries."""
     n_slices, span = block.num_slices, (block.t1 - block.t0) / block.num_slices
     per_slice = isinstance(block.func, nn.ModuleList)
-    states = [x0]
+    fine, states = block.options.propagator("fine"), [x0]
+    length = torch.tensor([span], dtype=x0.dtype)
     for n in range(n_slices):
-        start = torch.tensor(block.t0 + n * span, dtype=x0.dtype)
+        start = torch.tensor([block.t0 + n * span], dtype=x0.dtype)
         field = block.func[n] if per_slice else block.func
-        states.append(block.fine(field, start, span, states[-1], Work()))
+        states.append(fine(lambda t, x, f=field: f(t[0], x), start, length, states[-1], Work()))
     return torch.stack(states)
 
 
@@ -103,9 +104,9 @@ def convergence() -> list[dict]:
                      "fine_steps": fine_steps, "tol": 0.0, "return_trajectory": True}
             errors = []
             with torch.no_grad():
-                ref = serial_fine(PararealODEBlock(field, 0.0, t1, n, **setup), x0)
+                ref = serial_fine(PararealODEBlock(field, 0.0, t1, num_slices=n, **setup), x0)
                 for k in range(n + 1):
-                    block = PararealODEBlock(field, 0.0, t1, n, max_iters=k, **setup)
+                    block = PararealODEBlock(field, 0.0, t1, num_slices=n, max_iters=k, **setup)
                     try:
                         errors.append(relative_error(block(x0), ref))
                     except FloatingPointError:
@@ -132,7 +133,7 @@ def orders() -> list[dict]:
                 with torch.no_grad():
                     for m in steps:
                         block = PararealODEBlock(
-                            field, 0.0, t1, n, coarse=coarse, coarse_steps=m,
+                            field, 0.0, t1, num_slices=n, coarse=coarse, coarse_steps=m,
                             fine_steps=fine_steps, max_iters=k, tol=0.0, return_trajectory=True,
                         )
                         errors.append(relative_error(block(x0), serial_fine(block, x0)))
@@ -158,7 +159,7 @@ def speedups(tol: float = 1e-8, total_fine_steps: int = 8192) -> list[dict]:
     rows = []
     for p in [2**i for i in range(1, 11)]:
         block = PararealODEBlock(
-            field, 0.0, t1, p, coarse="euler", coarse_steps=1, fine="rk4",
+            field, 0.0, t1, num_slices=p, coarse="euler", coarse_steps=1, fine="rk4",
             fine_steps=total_fine_steps // p, tol=tol,
         )
         with torch.no_grad():

@@ -17,7 +17,8 @@ times, and the speedup the pipelined cost model predicts from per-slice costs me
 on one process alone, and on both ranks at once (the slowdown between them is what sharing
 the two cores costs, a ceiling no parallel algorithm on this machine escapes). Training step =
 forward, backward, SGD step of block + linear head with a mean-squared loss; two backward
-passes: "serial" (exact discrete adjoint, the chain passed rank to rank) and "parareal" with 0
+passes: "fine_adjoint" (exact discrete adjoint, the chain passed rank to rank) and
+"parareal_adjoint" with 0
 adjoint iterations (coarse adjoint, inexact: its gradient error against the serial fine
 solve's gradient is reported).
 
@@ -60,12 +61,12 @@ def blocks(backward: str) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     field, head = MLPVectorField(DIM, HIDDEN), nn.Linear(DIM, 1)
     parallel = PararealODEBlock(
-        field, 0.0, 1.0, SLICES, coarse="rk4", coarse_steps=COARSE_STEPS, fine="rk4",
+        field, 0.0, 1.0, num_slices=SLICES, coarse="rk4", coarse_steps=COARSE_STEPS, fine="rk4",
         fine_steps=FINE_STEPS, max_iters=1, tol=0.0, backward=backward, backward_max_iters=0,
     )
     serial = PararealODEBlock(
-        MLPVectorField(DIM, HIDDEN), 0.0, 1.0, 1, coarse="euler", fine="rk4",
-        fine_steps=SLICES * FINE_STEPS, max_iters=1, tol=0.0, backward="serial",
+        MLPVectorField(DIM, HIDDEN), 0.0, 1.0, num_slices=1, coarse="euler", fine="rk4",
+        fine_steps=SLICES * FINE_STEPS, max_iters=1, tol=0.0, backward="fine_adjoint",
     )
     serial.func.load_state_dict(field.state_dict())
     serial_head = nn.Linear(DIM, 1)
@@ -94,7 +95,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def measure(rank: int, case: str, batch: int, pairs: int) -> dict:
     """Alternating timings of one case; rank 0 returns the results, rank 1 an empty dict."""
     train = case != "forward"
-    parallel, serial = blocks("serial" if case == "train_serial_adjoint" else "parareal")
+    backward = "fine_adjoint" if case == "train_serial_adjoint" else "parareal_adjoint"
+    parallel, serial = blocks(backward)
     parallel[0].time_group = create_groups(RANKS, timedelta(seconds=300))[0]
     torch.manual_seed(1)
     x, y = torch.randn(batch, DIM), torch.randn(batch, 1)
@@ -154,8 +156,8 @@ def slice_costs(batch: int, steps: int, pairs: int) -> tuple[float, float]:
     solve, and its VJP (recomputation and backward); medians after a warm-up."""
     torch.manual_seed(0)
     block = PararealODEBlock(
-        MLPVectorField(DIM, HIDDEN), 0.0, 1.0 / SLICES, 1, coarse="euler", fine="rk4",
-        fine_steps=steps, max_iters=1, tol=0.0, backward="serial",
+        MLPVectorField(DIM, HIDDEN), 0.0, 1.0 / SLICES, num_slices=1, coarse="euler", fine="rk4",
+        fine_steps=steps, max_iters=1, tol=0.0, backward="fine_adjoint",
     )
     model = nn.Sequential(block, nn.Linear(DIM, 1))
     x, y = torch.randn(batch, DIM), torch.randn(batch, 1)

@@ -1,5 +1,7 @@
 """Parareal models against their torchdiffeq twins, and the iteration schedule callback."""
 
+import dataclasses
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -10,24 +12,23 @@ from pnode_zoo.tasks import Classifier
 from pnode_zoo.tasks.callbacks import PararealSchedule
 
 PAIRS = {  # plain model and options, parareal model and options on the same grid, one input
-    "image": ("odenet", {"steps": 4}, "odenet_parareal", {"num_slices": 4}, (3, 1, 8, 8)),
+    "image": ("odenet", {"steps": 4}, "odenet_parareal", {}, (3, 1, 8, 8)),
     "series": (
         "odenet1d", {"input_shape": (2, 30), "steps": 4, "width": 8},
-        "odenet1d_parareal", {"input_shape": (2, 30), "num_slices": 4, "width": 8}, (3, 2, 30),
+        "odenet1d_parareal", {"input_shape": (2, 30), "width": 8}, (3, 2, 30),
     ),
     "series_batch_norm_stem": (
         "odenet1d", {"input_shape": (2, 30), "steps": 4, "width": 8, "stem_kernel": 8,
                      "stem_batch_norm": True, "stem_layers": 2},
-        "odenet1d_parareal", {"input_shape": (2, 30), "num_slices": 4, "width": 8,
-                              "stem_kernel": 8, "stem_batch_norm": True,
-                              "stem_layers": 2},
+        "odenet1d_parareal", {"input_shape": (2, 30), "width": 8, "stem_kernel": 8,
+                              "stem_batch_norm": True, "stem_layers": 2},
         (3, 2, 30),
     ),
     "trajectory": (
         "trajectory_node", {"input_shape": (3, 2), "times": [0.1 * k for k in range(6)],
                             "augment": 2, "steps": 2},
         "trajectory_node_parareal", {"input_shape": (3, 2), "times": [0.1 * k for k in range(6)],
-                                     "augment": 2, "fine_steps": 2, "coarse": "euler"},
+                                     "augment": 2, "parareal": {"fine_steps": 2}},
         (4, 3, 2),
     ),
 }
@@ -38,20 +39,20 @@ def test_parareal_model_with_n_iterations_equals_its_torchdiffeq_twin(kind):
     plain_arch, plain_args, parareal_arch, parareal_args, input_shape = PAIRS[kind]
     torch.manual_seed(0)
     plain = pnode_zoo.create_model(plain_arch, method="rk4", **plain_args).double()
-    parareal = pnode_zoo.create_model(
-        parareal_arch, fine="rk4", max_iters=None, **parareal_args
-    ).double()
+    parareal = pnode_zoo.create_model(parareal_arch, **parareal_args).double()
+    parareal.block.options = {**parareal.block.options.as_dict(), "tol": 0.0}
     parareal.load_state_dict(plain.state_dict())  # same stem/encoder, field and head
     inputs = torch.randn(*input_shape, dtype=torch.float64)
     expected = plain(inputs)
     assert torch.allclose(parareal(inputs), expected, rtol=0, atol=1e-12)
-    parareal.block.max_iters = 1
+    parareal.block.options = dataclasses.replace(parareal.block.options, max_iters=1)
     assert not torch.allclose(parareal(inputs), expected, rtol=0, atol=1e-9)  # K < N: inexact
 
 
 def test_per_slice_parareal_odenet_has_one_field_per_slice():
-    model = pnode_zoo.create_model("odenet_parareal", num_slices=3, per_slice=True)
-    shared = pnode_zoo.create_model("odenet_parareal", num_slices=3)
+    three = {"num_slices": 3}
+    model = pnode_zoo.create_model("odenet_parareal", per_slice=True, parareal=three)
+    shared = pnode_zoo.create_model("odenet_parareal", parareal=three)
     field_params = sum(p.numel() for p in shared.block.parameters())
     assert sum(p.numel() for p in model.block.parameters()) == 3 * field_params
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
@@ -70,7 +71,7 @@ class RecordIters(pl.Callback):
 
 def test_schedule_raises_iterations_over_epochs(tmp_path):
     pl.seed_everything(0)
-    model = Classifier(arch="odenet_parareal", arch_args={"num_slices": 4, "width": 8})
+    model = Classifier(arch="odenet_parareal", arch_args={"width": 8, "parareal": {"tol": 0.0}})
     record = RecordIters()
     trainer = pl.Trainer(
         max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,

@@ -18,7 +18,9 @@ is a block of consecutive ranks (on one node when time_size divides the processe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from time import perf_counter
 
@@ -26,35 +28,75 @@ import torch
 import torch.distributed as dist
 
 
+def clock(device: torch.device) -> float:
+    """``perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return perf_counter()
+
+
+@dataclass
+class Timers:
+    """Cumulative ``seconds`` per kind, and the (kind, start, stop) log of the current call
+    (``log`` is set by the solve that wants a timeline, None otherwise)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: {"comm": 0.0, "wait": 0.0})
+    log: list[tuple[str, float, float]] | None = None
+
+
 class TimeGroup:
     """Ranks of one time group, in time order; rank ``ranks[i]`` owns the i-th chunk of slices.
+
+    Every tensor a collective touches lives on ``device`` (NCCL accepts only CUDA tensors;
+    gloo takes CPU ones), and the timers synchronise that device.
 
     Args:
         group: the torch.distributed process group of these ranks.
         ranks: their global ranks, in time order.
+        device: where the group's tensors live (None: the current CUDA device for NCCL, else
+            the CPU).
         reverse: view the group in reverse time order (for the adjoint).
-        seconds: timers to share with another view of the same group (None: new timers).
+        timers: timers to share with another view of the same group (None: new timers).
     """
 
     def __init__(
         self,
         group: dist.ProcessGroup,
         ranks: Sequence[int],
+        device: torch.device | None = None,
         reverse: bool = False,
-        seconds: dict[str, float] | None = None,
+        timers: Timers | None = None,
     ) -> None:
         self.group, self.ranks, self.reverse = group, list(ranks), reverse
-        self.seconds = {"comm": 0.0, "wait": 0.0} if seconds is None else seconds
+        if device is None:
+            nccl = dist.get_backend(group) == "nccl"
+            device = torch.device("cuda", torch.cuda.current_device()) if nccl else None
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.timers = Timers() if timers is None else timers
         position = self.ranks.index(dist.get_rank())
         self.size = len(self.ranks)
         self.index = self.size - 1 - position if reverse else position
 
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Cumulative ``"comm"`` and ``"wait"`` seconds of this group (all views share them)."""
+        return self.timers.seconds
+
     def reversed(self) -> TimeGroup:
         """The same group in reverse time order, sharing the timers."""
-        return TimeGroup(self.group, self.ranks, not self.reverse, self.seconds)
+        return TimeGroup(self.group, self.ranks, self.device, not self.reverse, self.timers)
 
     def _global(self, index: int) -> int:
         return self.ranks[self.size - 1 - index if self.reverse else index]
+
+    @contextmanager
+    def _timed(self, kind: str) -> Iterator[None]:
+        tic = clock(self.device)
+        yield
+        toc = clock(self.device)
+        self.timers.seconds[kind] += toc - tic
+        if self.timers.log is not None:
+            self.timers.log.append((kind, tic, toc))
 
     def chunk(self, num_slices: int) -> range:
         """The slices this rank owns (in the view's order), a contiguous 1/size of them."""
@@ -67,58 +109,52 @@ class TimeGroup:
 
     def send_next(self, tensor: torch.Tensor) -> None:
         """Send a boundary state to the rank owning the next chunk."""
-        tic = perf_counter()
-        dist.send(tensor.contiguous(), self._global(self.index + 1), group=self.group)
-        self.seconds["comm"] += perf_counter() - tic
+        with self._timed("comm"):
+            dist.send(tensor.contiguous(), self._global(self.index + 1), group=self.group)
 
     def recv_prev(self, like: torch.Tensor) -> torch.Tensor:
         """A boundary state (shaped like ``like``) from the rank owning the previous chunk."""
         out = torch.empty_like(like, memory_format=torch.contiguous_format)
-        tic = perf_counter()
-        dist.recv(out, self._global(self.index - 1), group=self.group)
-        self.seconds["wait"] += perf_counter() - tic
+        with self._timed("wait"):
+            dist.recv(out, self._global(self.index - 1), group=self.group)
         return out
 
     def max(self, value: float) -> float:
         """The largest ``value`` over the group (NaN counts as +inf, so it always wins)."""
         value = math.inf if math.isnan(value) else value
-        buffer = torch.tensor([value], dtype=torch.float64)
-        tic = perf_counter()
-        dist.all_reduce(buffer, dist.ReduceOp.MAX, group=self.group)
-        self.seconds["comm"] += perf_counter() - tic
+        buffer = torch.tensor([value], dtype=torch.float64, device=self.device)
+        with self._timed("comm"):
+            dist.all_reduce(buffer, dist.ReduceOp.MAX, group=self.group)
         return buffer.item()
 
     def sum_(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Sum ``tensors`` over the group, in place, as one flat all-reduce."""
+        """Sum ``tensors`` (on ``device``) over the group, in place, as one flat all-reduce."""
         if not tensors:
             return
         flat = torch.cat([t.reshape(-1) for t in tensors])
-        tic = perf_counter()
-        dist.all_reduce(flat, dist.ReduceOp.SUM, group=self.group)
-        self.seconds["comm"] += perf_counter() - tic
+        with self._timed("comm"):
+            dist.all_reduce(flat, dist.ReduceOp.SUM, group=self.group)
         for t, part in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
             t.copy_(part.view_as(t))
 
     def broadcast(self, tensor: torch.Tensor, index: int) -> torch.Tensor:
         """``tensor`` of the rank at position ``index`` (in the view's order), on every rank."""
         out = tensor.contiguous().clone()
-        tic = perf_counter()
-        dist.broadcast(out, self._global(index), group=self.group)
-        self.seconds["comm"] += perf_counter() - tic
+        with self._timed("comm"):
+            dist.broadcast(out, self._global(index), group=self.group)
         return out
 
     def all_gather(self, part: torch.Tensor) -> torch.Tensor:
         """Every rank's ``part`` (equal shapes), concatenated on dim 0 in the view's order."""
         parts = [torch.empty_like(part, memory_format=torch.contiguous_format)
                  for _ in range(self.size)]
-        tic = perf_counter()
-        dist.all_gather(parts, part.contiguous(), group=self.group)
-        self.seconds["comm"] += perf_counter() - tic
+        with self._timed("comm"):
+            dist.all_gather(parts, part.contiguous(), group=self.group)
         return torch.cat(parts[::-1] if self.reverse else parts)
 
 
 def create_groups(
-    time_size: int, timeout: timedelta | None = None
+    time_size: int, timeout: timedelta | None = None, device: torch.device | None = None
 ) -> tuple[TimeGroup, dist.ProcessGroup]:
     """Split the initialised world into time groups of ``time_size`` and data groups across them.
 
@@ -129,6 +165,7 @@ def create_groups(
         time_size: ranks per time group; must divide the world size.
         timeout: collective timeout of the new groups (None: torch's default for the backend,
             not the world's: pass the world's to keep failures bounded).
+        device: where the time group's tensors live (None: ``TimeGroup``'s default).
 
     Returns:
         This rank's time group and its data group (the ranks with the same time index).
@@ -151,4 +188,4 @@ def create_groups(
         if rank in ranks:
             data_group = group
     assert mine is not None and data_group is not None
-    return TimeGroup(*mine), data_group
+    return TimeGroup(*mine, device=device), data_group

@@ -3,12 +3,13 @@ ODE block built from a vector-field factory."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from pnode_zoo.ode import PararealODEBlock
+from pnode_zoo.ode import PararealODEBlock, PararealOptions
 
 
 class StemBlockHead(nn.Module):
@@ -33,21 +34,38 @@ class StemBlockHead(nn.Module):
         return self.head(self.block(self.stem(x)))
 
 
+#: The zoo's parareal defaults, on top of ``PararealOptions``' own: four slices of one RK4
+#: step (the grid of the plain models' four steps), one Euler coarse step, and a tolerance
+#: that makes the network the fine NODE's within 1e-3 (the ``max_iters`` cap is N).
+ZOO_PARAREAL: dict[str, object] = {"num_slices": 4, "fine_steps": 1, "tol": 1e-3}
+
+
+def parareal_options(parareal: PararealOptions | Mapping[str, Any] | None) -> PararealOptions:
+    """The options of a zoo model's parareal block: ``ZOO_PARAREAL`` updated by ``parareal``
+    (a mapping, e.g. a YAML ``parareal:`` section), or ``parareal`` itself when complete.
+
+    Args:
+        parareal: a ``PararealOptions``, a mapping of some of its fields, or None.
+    """
+    if isinstance(parareal, PararealOptions):
+        return parareal
+    return PararealOptions.create({**ZOO_PARAREAL, **(parareal or {})})
+
+
 def parareal_block(
     make_field: Callable[[], nn.Module],
     t1: float,
-    num_slices: int,
     per_slice: bool,
-    **parareal_options: object,
+    parareal: PararealOptions | Mapping[str, Any] | None,
 ) -> PararealODEBlock:
     """A PararealODEBlock over [0, t1] with one field shared by all slices or one per slice.
 
     Args:
         make_field: builds one vector field.
         t1: integration horizon.
-        num_slices: N, parareal time slices.
         per_slice: one field per slice (a continuous-depth ResNet of N stages).
-        **parareal_options: the remaining ``PararealODEBlock`` arguments (coarse, fine, ...).
+        parareal: the block's options (see ``parareal_options``).
     """
-    field = [make_field() for _ in range(num_slices)] if per_slice else make_field()
-    return PararealODEBlock(field, 0.0, t1, num_slices, **parareal_options)
+    options = parareal_options(parareal)
+    field = [make_field() for _ in range(options.num_slices)] if per_slice else make_field()
+    return PararealODEBlock(field, 0.0, t1, options)

@@ -8,14 +8,15 @@ classifies. Keeping stem and head identical makes the middle blocks directly com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from pnode_zoo.models.common import StemBlockHead, parareal_block
 from pnode_zoo.models.registry import register_model
-from pnode_zoo.ode import ConvVectorField, ODEBlock, group_norm
+from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealOptions, group_norm
 
 
 def image_stem(in_channels: int, width: int, downsample: int) -> nn.Sequential:
@@ -89,22 +90,10 @@ def odenet_parareal(
     width: int = 32,
     downsample: int = 0,
     t1: float = 1.0,
-    num_slices: int = 4,
     per_slice: bool = False,
-    coarse: str = "euler",
-    coarse_steps: int = 1,
-    fine: str = "rk4",
-    fine_steps: int = 1,
-    max_iters: int | None = 2,
-    tol: float = 0.0,
-    backward: str = "serial",
-    backward_max_iters: int | None = None,
+    parareal: PararealOptions | Mapping[str, Any] | None = None,
 ) -> StemBlockHead:
     """ODE-Net with a parareal block: stem -> PararealODEBlock (conv vector field) -> head.
-
-    The defaults are the digits model: 4 slices of one RK4 step (the grid of ``odenet``'s
-    default), an Euler coarse step, K = 2 iterations, and the serial adjoint, which on one
-    process costs less than the parareal adjoint (that one pays off across ranks).
 
     Args:
         num_classes: number of output classes.
@@ -112,23 +101,14 @@ def odenet_parareal(
         width: channels of the ODE state.
         downsample: stride-2 convolutions in the stem (2 for 28x28 inputs).
         t1: integration horizon [0, t1].
-        num_slices: N, parareal time slices.
         per_slice: one vector field per slice (a continuous-depth ResNet of N stages) instead
             of one shared field.
-        coarse: coarse propagator method.
-        coarse_steps: coarse steps per slice.
-        fine: fine propagator method.
-        fine_steps: fine steps per slice.
-        max_iters: forward parareal iterations K (None: N, the fine solution).
-        tol: stop iterating once the relative change is below tol (0: always K iterations).
-        backward: "parareal" or "serial" adjoint.
-        backward_max_iters: adjoint parareal iterations (None: N).
+        parareal: the block's ``PararealOptions`` (a mapping of some of its fields: slices,
+            coarse and fine solvers, tolerance, iteration cap, gradient), on top of the zoo's
+            defaults ``ZOO_PARAREAL`` (4 slices of one RK4 step, one Euler coarse step,
+            tol 1e-3, the exact ``unrolled`` gradient).
     """
-    block = parareal_block(
-        lambda: ConvVectorField(width), t1, num_slices, per_slice, coarse=coarse,
-        coarse_steps=coarse_steps, fine=fine, fine_steps=fine_steps, max_iters=max_iters,
-        tol=tol, backward=backward, backward_max_iters=backward_max_iters,
-    )
+    block = parareal_block(lambda: ConvVectorField(width), t1, per_slice, parareal)
     return StemBlockHead(
         image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)
     )

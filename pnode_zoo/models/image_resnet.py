@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import nn
-from torchvision.models import resnet18 as torchvision_resnet18
 
 from pnode_zoo.models.common import StemBlockHead
 from pnode_zoo.models.registry import register_model
@@ -23,6 +22,8 @@ def resnet18(num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32)) ->
         num_classes: number of output classes.
         input_shape: (channels, height, width) of the images.
     """
+    from torchvision.models import resnet18 as torchvision_resnet18  # heavy: only when built
+
     net = torchvision_resnet18(num_classes=num_classes)
     stem = nn.Sequential(
         nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False),

@@ -10,14 +10,15 @@ pooling head. All are ``StemBlockHead``s, so ``nfe`` is the ODE block's evaluati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from pnode_zoo.models.common import StemBlockHead, parareal_block
 from pnode_zoo.models.registry import register_model
-from pnode_zoo.ode import ConvVectorField, ODEBlock, group_norm
+from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealOptions, group_norm
 
 
 def same_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -182,19 +183,11 @@ def odenet1d_parareal(
     downsample: int = 0,
     kernel_size: int = 3,
     t1: float = 1.0,
-    num_slices: int = 4,
     per_slice: bool = False,
-    coarse: str = "euler",
-    coarse_steps: int = 1,
-    fine: str = "rk4",
-    fine_steps: int = 1,
-    max_iters: int | None = 2,
-    tol: float = 0.0,
-    backward: str = "serial",
-    backward_max_iters: int | None = None,
+    parareal: PararealOptions | Mapping[str, Any] | None = None,
 ) -> StemBlockHead:
     """ODE-Net for series with a parareal block: ``odenet1d``'s stem and head around a
-    PararealODEBlock (defaults: 4 slices of one RK4 step, Euler coarse step, K = 2).
+    PararealODEBlock.
 
     Args:
         num_classes: number of output classes.
@@ -208,21 +201,13 @@ def odenet1d_parareal(
         downsample: stride-2 convolutions in the stem (halve the length each).
         kernel_size: odd kernel size of the vector field's convolutions.
         t1: integration horizon [0, t1].
-        num_slices: N, parareal time slices.
         per_slice: one vector field per slice instead of one shared field.
-        coarse: coarse propagator method.
-        coarse_steps: coarse steps per slice.
-        fine: fine propagator method.
-        fine_steps: fine steps per slice.
-        max_iters: forward parareal iterations K (None: N, the fine solution).
-        tol: stop iterating once the relative change is below tol (0: always K iterations).
-        backward: "parareal" or "serial" adjoint.
-        backward_max_iters: adjoint parareal iterations (None: N).
+        parareal: the block's ``PararealOptions`` (a mapping of some of its fields), on top of
+            the zoo's defaults ``ZOO_PARAREAL`` (4 slices of one RK4 step, one Euler coarse
+            step, tol 1e-3, the exact ``unrolled`` gradient).
     """
     block = parareal_block(
-        lambda: ConvVectorField(width, kernel_size, dims=1), t1, num_slices, per_slice,
-        coarse=coarse, coarse_steps=coarse_steps, fine=fine, fine_steps=fine_steps,
-        max_iters=max_iters, tol=tol, backward=backward, backward_max_iters=backward_max_iters,
+        lambda: ConvVectorField(width, kernel_size, dims=1), t1, per_slice, parareal
     )
     stem = series_stem(
         input_shape[0], width, stem_kernel, downsample, stem_batch_norm, stem_layers

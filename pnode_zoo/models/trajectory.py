@@ -8,13 +8,15 @@ times of a torchdiffeq block) and the block's trajectory output is the forecast 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from pnode_zoo.models.common import parareal_options
 from pnode_zoo.models.registry import register_model
-from pnode_zoo.ode import MLPVectorField, ODEBlock, PararealODEBlock
+from pnode_zoo.ode import MLPVectorField, ODEBlock, PararealODEBlock, PararealOptions
 
 
 class TrajectoryNODE(nn.Module):
@@ -27,18 +29,21 @@ class TrajectoryNODE(nn.Module):
     time; its first ``state_dim`` components after the origin are the forecast.
 
     Args:
-        block: an ODE block with ``return_trajectory`` on, one output per forecast time.
+        block: an ODE block with ``return_trajectory`` on.
         state_dim: D, observed components of the state.
         history: K, observations per input.
         augment: unobserved extra state dimensions.
+        stride: the block's outputs per forecast interval (every ``stride``-th is a forecast).
     """
 
-    def __init__(self, block: nn.Module, state_dim: int, history: int, augment: int = 0) -> None:
+    def __init__(
+        self, block: nn.Module, state_dim: int, history: int, augment: int = 0, stride: int = 1
+    ) -> None:
         super().__init__()
         if augment < 0:
             raise ValueError(f"augment must be >= 0, got {augment}")
         self.block = block
-        self.state_dim = state_dim
+        self.state_dim, self.stride = state_dim, stride
         self.encoder = nn.Linear(history * state_dim, augment) if augment else None
 
     @property
@@ -50,7 +55,7 @@ class TrajectoryNODE(nn.Module):
         state = history[:, -1]
         if self.encoder is not None:
             state = torch.cat([state, self.encoder(history.flatten(1))], dim=-1)
-        path = self.block(state)
+        path = self.block(state)[:: self.stride]
         return path[1:, :, : self.state_dim].transpose(0, 1).contiguous()
 
 
@@ -111,40 +116,34 @@ def trajectory_node_parareal(
     augment: int = 0,
     hidden: int = 64,
     layers: int = 2,
-    coarse: str = "midpoint",
-    coarse_steps: int = 1,
-    fine: str = "rk4",
-    fine_steps: int = 1,
-    max_iters: int | None = 2,
-    tol: float = 0.0,
-    backward: str = "serial",
-    backward_max_iters: int | None = None,
+    parareal: PararealOptions | Mapping[str, Any] | None = None,
 ) -> TrajectoryNODE:
-    """Neural ODE forecaster with a parareal block: one time slice per forecast interval, so
-    the block's trajectory output (the states at the slice boundaries) is the forecast.
+    """Neural ODE forecaster with a parareal block whose slice boundaries include every
+    forecast time, so the block's trajectory output holds the forecast.
 
     Args:
         input_shape: (history length K, state dimension D) of one input.
         times: equally spaced observation times; the input ends at times[0], the output is
-            at times[1:] (N = len(times) - 1 slices).
+            at times[1:].
         augment: extra unobserved state dimensions, initialised from the history.
         hidden: width of the MLP vector field.
         layers: hidden layers of the MLP vector field.
-        coarse: coarse propagator method.
-        coarse_steps: coarse steps per slice.
-        fine: fine propagator method.
-        fine_steps: fine steps per slice.
-        max_iters: forward parareal iterations K (None: N, the fine solution).
-        tol: stop iterating once the relative change is below tol (0: always K iterations).
-        backward: "parareal" or "serial" adjoint.
-        backward_max_iters: adjoint parareal iterations (None: N).
+        parareal: the block's ``PararealOptions`` (a mapping of some of its fields) on top of
+            the zoo's defaults ``ZOO_PARAREAL`` (one RK4 step per slice, one Euler coarse step,
+            tol 1e-3, the exact ``unrolled`` gradient); ``num_slices`` must be a multiple of
+            the forecast intervals (None: one slice per interval).
     """
     history, state_dim = input_shape
     t0, t1, intervals = forecast_interval(times)
+    given = parareal.as_dict() if isinstance(parareal, PararealOptions) else dict(parareal or {})
+    options = parareal_options({"num_slices": intervals, **given})
+    if options.num_slices % intervals:
+        raise ValueError(
+            f"parareal.num_slices={options.num_slices} must be a multiple of the {intervals} "
+            "forecast intervals"
+        )
     block = PararealODEBlock(
-        MLPVectorField(state_dim + augment, hidden, layers), t0, t1, intervals,
-        coarse=coarse, coarse_steps=coarse_steps, fine=fine, fine_steps=fine_steps,
-        max_iters=max_iters, tol=tol, backward=backward, backward_max_iters=backward_max_iters,
+        MLPVectorField(state_dim + augment, hidden, layers), t0, t1, options,
         return_trajectory=True,
     )
-    return TrajectoryNODE(block, state_dim, history, augment)
+    return TrajectoryNODE(block, state_dim, history, augment, options.num_slices // intervals)

@@ -1,16 +1,25 @@
-"""Numerics of pnode_zoo: ODE blocks and vector fields. Plain PyTorch, no Lightning."""
+"""Numerics of pnode_zoo: ODE blocks, parareal in time and vector fields. Plain PyTorch.
+
+``odeint_parareal`` is torchdiffeq's ``odeint`` solved by parareal; ``PararealODEBlock`` is the
+same solve as an ``nn.Module``; ``PararealOptions`` declares every option of both.
+"""
 
 from pnode_zoo.ode.odeint_block import ODEBlock
+from pnode_zoo.ode.odeint_parareal import odeint_parareal
+from pnode_zoo.ode.options import BACKWARD_MODES, PararealOptions
 from pnode_zoo.ode.parareal_block import PararealODEBlock
 from pnode_zoo.ode.stats import PararealStats
 from pnode_zoo.ode.vector_fields import ConcatConv, ConvVectorField, MLPVectorField, group_norm
 
 __all__ = [
+    "BACKWARD_MODES",
     "ConcatConv",
     "ConvVectorField",
     "MLPVectorField",
     "ODEBlock",
     "PararealODEBlock",
+    "PararealOptions",
     "PararealStats",
     "group_norm",
+    "odeint_parareal",
 ]

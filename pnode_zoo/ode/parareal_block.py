@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from pnode_zoo.ode.parareal import BACKWARD_MODES, Problem, parareal
-from pnode_zoo.ode.propagators import Propagator
+from pnode_zoo.ode.options import PararealOptions
+from pnode_zoo.ode.parareal.function import solve
+from pnode_zoo.ode.parareal.problem import make_problem
 from pnode_zoo.ode.slices import SliceFields
 from pnode_zoo.ode.stats import PararealStats
 
@@ -21,28 +23,25 @@ if TYPE_CHECKING:
 class PararealODEBlock(nn.Module):
     """Solve dx/dt = f(t, x) over [t0, t1] by parareal on ``num_slices`` uniform time slices.
 
-    ``func`` is called as f(t, x) with x batch first and t either a 0-d tensor or a 1-d tensor
-    of shape [batch] holding one time per sample: the block stacks the unconverged slices along
-    the batch dimension for one batched fine solve, and slice n's samples get t_n + s. The
-    field must also treat samples independently (no batch statistics: use GroupNorm or
-    LayerNorm, not BatchNorm), and per-slice modules must not draw random numbers (they run
-    under ``torch.func.vmap``).
+    ``func`` is called as torchdiffeq calls it, f(t, x) with a 0-d t and x batch first; the
+    slices solved together run as one vmapped call. A field that sets the attribute
+    ``time_per_sample = True`` (the zoo's fields do) is instead called once on all slices'
+    samples stacked along the batch, with t holding one time per sample. Either way the field
+    must treat samples independently (no batch statistics: GroupNorm or LayerNorm, not
+    BatchNorm), and per-slice modules must not draw random numbers (they run under vmap).
 
     Iterations: K = 0 is the coarse sweep alone; after k iterations the states at t_0..t_k
-    equal the serial fine solution exactly, so ``max_iters = num_slices`` reproduces it. The
-    iteration stops earlier once the largest relative change of a slice-boundary state is below
-    ``tol``. Gradients are the discrete adjoint of the fine propagators at the forward states
-    (F is recomputed in backward; no graph is kept from the forward pass): with
-    ``backward="serial"``, or ``backward_max_iters = N``, it is exact for those states, and for
-    a forward pass run to ``max_iters = N`` it is the gradient of the serial fine solve. Fewer
-    backward iterations give a cheaper, inexact gradient. Double backward is not supported.
+    equal the serial fine solution exactly, so K = N reproduces it. The iteration stops once
+    the largest relative change of a slice-boundary state is below ``options.tol``, or at the
+    ``options.max_iters`` cap; ``stats.converged`` says which. The gradient is chosen by
+    ``options.backward`` (see ``PararealOptions``). Double backward is not supported.
 
     Limits: implicit methods build a dense per-sample Jacobian (D^2 numbers for a state of D),
     so they suit small states. With an adaptive fine method the slices solved together share
     their steps (each slice meets rtol/atol, the worst one sets the step), so F_n depends,
-    within the tolerance, on which slices share its batch, and the backward recomputation may
-    step differently from the forward pass. A warm start reuses the previous trajectory
-    whenever the shapes match, even for another batch: still correct, only a worse guess.
+    within the tolerance, on which slices share its batch. A warm start reuses the previous
+    trajectory whenever the shapes match, even for another batch: still correct, only a worse
+    guess.
 
     Args:
         func: one module f(t, x) shared by all slices (a classic neural ODE), or a sequence
@@ -50,31 +49,14 @@ class PararealODEBlock(nn.Module):
             slice (a continuous-depth ResNet of N stages).
         t0: start time.
         t1: end time (> t0).
-        num_slices: N; defaults to the length of a per-slice sequence, else 1.
-        coarse: method of the coarse propagator G (a name from ``SOLVERS``).
-        coarse_steps: steps per slice of G (fixed-step and implicit methods).
-        fine: method of the fine propagator F.
-        fine_steps: steps per slice of F (fixed-step and implicit methods).
-        rtol: relative tolerance of adaptive methods.
-        atol: absolute tolerance of adaptive methods.
-        newton_tol: Newton tolerance of implicit methods (None: 10 machine epsilons).
-        newton_max_iters: Newton iterations allowed per implicit step.
-        max_iters: forward parareal iterations allowed, clamped to N (None: N). A plain
-            attribute: schedules may change it between calls.
-        tol: forward stopping tolerance on the relative change (0: always run max_iters).
-        backward: ``"parareal"`` or ``"serial"`` (sequential chain of VJPs, exact).
-        backward_max_iters: adjoint parareal iterations allowed, clamped to N (None: N).
-        backward_tol: adjoint stopping tolerance (None: ``tol``).
+        options: a ``PararealOptions`` or a mapping of its fields (None: the defaults).
         return_trajectory: return the states at all N+1 slice boundaries, [N+1, *x0.shape].
-        warm_start: start from the previous call's trajectory when its shape, dtype and device
-            match x0's, instead of the coarse sweep.
+        **option_overrides: ``PararealOptions`` fields applied on top of ``options``.
 
     Attributes:
+        options: the ``PararealOptions`` in force; assign a new one (e.g. with
+            ``dataclasses.replace``) to change limits between calls (``num_slices`` is fixed).
         stats: ``PararealStats`` of the last call (backward fields filled in by backward).
-        coarse: the coarse ``Propagator`` (method name, steps, tolerances).
-        fine: the fine ``Propagator``.
-        max_iters, tol, backward, backward_max_iters, backward_tol, return_trajectory,
-        warm_start: as the arguments; settable, checked at the next call.
         time_group: a ``pnode_zoo.distributed.TimeGroup`` whose ranks share the slices in
             contiguous chunks (``num_slices`` divisible by its size), or None (default): this
             process solves all. Set by ``TimeParallelStrategy``; every rank of the group must
@@ -86,90 +68,46 @@ class PararealODEBlock(nn.Module):
         func: nn.Module | Sequence[nn.Module],
         t0: float = 0.0,
         t1: float = 1.0,
-        num_slices: int | None = None,
+        options: PararealOptions | Mapping[str, Any] | None = None,
         *,
-        coarse: str = "euler",
-        coarse_steps: int = 1,
-        fine: str = "rk4",
-        fine_steps: int = 8,
-        rtol: float = 1e-7,
-        atol: float = 1e-9,
-        newton_tol: float | None = None,
-        newton_max_iters: int = 20,
-        max_iters: int | None = None,
-        tol: float = 1e-6,
-        backward: str = "parareal",
-        backward_max_iters: int | None = None,
-        backward_tol: float | None = None,
         return_trajectory: bool = False,
-        warm_start: bool = False,
+        **option_overrides: Any,
     ) -> None:
         super().__init__()
         per_slice = isinstance(func, (list, tuple, nn.ModuleList))
-        if num_slices is None:
-            num_slices = len(func) if per_slice else 1
-        if not isinstance(num_slices, int) or num_slices < 1:
-            raise ValueError(f"num_slices must be an integer >= 1, got {num_slices!r}")
+        options = PararealOptions.create(options, **option_overrides)
+        if options.num_slices is None:
+            options = dataclasses.replace(options, num_slices=len(func) if per_slice else 1)
         if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
             raise ValueError(f"need finite t0 < t1, got t0={t0!r}, t1={t1!r}")
         self.func = nn.ModuleList(func) if per_slice else func
-        self._fields = SliceFields(self.func, num_slices)
-        self.t0, self.t1, self.num_slices = float(t0), float(t1), num_slices
-        newton = {"newton_tol": newton_tol, "newton_max_iters": newton_max_iters}
-        self.coarse = Propagator(coarse, coarse_steps, rtol, atol, **newton, name="coarse")
-        self.fine = Propagator(fine, fine_steps, rtol, atol, **newton, name="fine")
-        self.max_iters = max_iters
-        self.tol = tol
-        self.backward = backward
-        self.backward_max_iters = backward_max_iters
-        self.backward_tol = backward_tol
+        self._fields = SliceFields(self.func, options.num_slices)
+        self.t0, self.t1 = float(t0), float(t1)
+        self._times = torch.linspace(self.t0, self.t1, options.num_slices + 1,
+                                     dtype=torch.float64)
+        self._options = options
         self.return_trajectory = return_trajectory
-        self.warm_start = warm_start
         self.time_group: TimeGroup | None = None
         self.stats: PararealStats | None = None
         self._previous: torch.Tensor | None = None
-        self._problem()
 
-    def _problem(self) -> Problem:
-        """Validate the settable attributes and freeze them for one call."""
-        iters = {"max_iters": self.max_iters, "backward_max_iters": self.backward_max_iters}
-        for name, value in iters.items():
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be None or an integer >= 0, got {value!r}")
-        backward_tol = self.tol if self.backward_tol is None else self.backward_tol
-        for name, value in {"tol": self.tol, "backward_tol": backward_tol}.items():
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if self.backward not in BACKWARD_MODES:
+    @property
+    def options(self) -> PararealOptions:
+        return self._options
+
+    @options.setter
+    def options(self, value: PararealOptions | Mapping[str, Any]) -> None:
+        value = PararealOptions.create(value)
+        if value.num_slices not in (None, self.num_slices):
             raise ValueError(
-                f"backward must be one of {', '.join(BACKWARD_MODES)}, got {self.backward!r}"
+                f"num_slices is fixed at construction ({self.num_slices}), got {value.num_slices}"
             )
-        n, group = self.num_slices, self.time_group
-        if group is not None and n % group.size:
-            raise ValueError(
-                f"num_slices={n} is not divisible by the time group size {group.size}"
-            )
-        stats = PararealStats(num_slices=n)
-        if group is not None:
-            stats.rank, stats.ranks = group.index, group.size
-        return Problem(
-            fields=self._fields,
-            coarse=self.coarse,
-            fine=self.fine,
-            t0=self.t0,
-            t1=self.t1,
-            num_slices=n,
-            max_iters=n if self.max_iters is None else min(self.max_iters, n),
-            tol=float(self.tol),
-            backward=self.backward,
-            backward_max_iters=(
-                n if self.backward_max_iters is None else min(self.backward_max_iters, n)
-            ),
-            backward_tol=float(backward_tol),
-            return_trajectory=bool(self.return_trajectory),
-            stats=stats,
-            group=group,
-        )
+        self._options = dataclasses.replace(value, num_slices=self.num_slices)
+
+    @property
+    def num_slices(self) -> int:
+        """N, the number of time slices."""
+        return self._options.num_slices
 
     def forward(
         self, x0: torch.Tensor, initial_guess: torch.Tensor | None = None
@@ -181,14 +119,13 @@ class PararealODEBlock(nn.Module):
             initial_guess: states [N+1, *x0.shape] to start the iteration from instead of the
                 coarse sweep (row 0 is ignored: the start is x0). Overrides ``warm_start``.
         """
-        problem = self._problem()
         if not (torch.is_tensor(x0) and x0.is_floating_point() and x0.dim() >= 1):
             raise ValueError("x0 must be a floating-point tensor with a leading batch dimension")
         if not torch.isfinite(x0).all():
             raise FloatingPointError("x0 contains NaN or Inf")
         shape = (self.num_slices + 1, *x0.shape)
         guess = initial_guess
-        if guess is None and self.warm_start and _matches(self._previous, shape, x0):
+        if guess is None and self.options.warm_start and _matches(self._previous, shape, x0):
             guess = self._previous
         if guess is not None:
             if not _matches(guess, shape, x0):
@@ -199,11 +136,14 @@ class PararealODEBlock(nn.Module):
             if not torch.isfinite(guess).all():
                 raise ValueError("initial_guess contains NaN or Inf")
             guess = guess.detach()
+        problem = make_problem(
+            self._fields, self._times, self.options, x0, self.time_group, self.return_trajectory
+        )
         self.stats = problem.stats
-        states = parareal(problem, x0, guess)
-        if self.warm_start:
+        states = solve(problem, x0, guess)
+        if self.options.warm_start:
             self._previous = states.detach()
-        return states if problem.return_trajectory else states[-1]
+        return states if self.return_trajectory else states[-1]
 
     @property
     def nfe(self) -> int:
@@ -211,11 +151,11 @@ class PararealODEBlock(nn.Module):
         return 0 if self.stats is None else self.stats.nfe_coarse + self.stats.nfe_fine
 
     def extra_repr(self) -> str:
+        o = self.options
         return (
-            f"t0={self.t0}, t1={self.t1}, num_slices={self.num_slices}, "
-            f"coarse={self.coarse.method}x{self.coarse.steps}, "
-            f"fine={self.fine.method}x{self.fine.steps}, max_iters={self.max_iters}, "
-            f"tol={self.tol}, backward={self.backward!r}"
+            f"t0={self.t0}, t1={self.t1}, num_slices={o.num_slices}, "
+            f"coarse={o.coarse}x{o.coarse_steps}, fine={o.fine}x{o.fine_steps}, "
+            f"max_iters={o.max_iters}, tol={o.tol}, backward={o.backward!r}"
         )
 
 

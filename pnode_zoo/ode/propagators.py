@@ -2,9 +2,9 @@
 
 Every method is listed once, in ``SOLVERS``. Explicit Runge-Kutta methods, fixed-step and
 adaptive, are torchdiffeq's; the implicit ones are the Newton-solved theta-methods of
-``implicit.py``. A propagator integrates in local time s in [0, span] and calls the field
-with t = t_start + s, where ``t_start`` is a 0-d tensor or one start time per sample: that is
-how slices with different start times share one batched solve.
+``implicit.py``. A propagator solves a set of slices at once, stacked along the batch, in
+normalised time tau in [0, 1] (slice g's time is start_g + tau * span_g): that is how slices
+with different start times, and different lengths, share one batched solve.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torchdiffeq import odeint
 
 from pnode_zoo.ode.implicit import theta_method
 
-Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SliceField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -120,28 +120,32 @@ class Propagator:
 
     def __call__(
         self,
-        func: Field,
-        t_start: torch.Tensor,
-        span: float,
+        field: SliceField,
+        starts: torch.Tensor,
+        spans: torch.Tensor,
         x: torch.Tensor,
         work: Work,
-        groups: int = 1,
     ) -> torch.Tensor:
-        """Solve dx/ds = func(t_start + s, x) from s = 0 to s = span; return x(span).
+        """Solve across G slices at once; return the states at their ends.
+
+        The solve runs in normalised time tau in [0, 1] for every slice, on
+        dx/dtau = span_g * f(start_g + tau * span_g, x), so slices of different lengths share
+        one fixed grid (or one adaptive step sequence) and one call of f per stage.
 
         Args:
-            func: vector field f(t, x); t is 0-d or has one entry per sample.
-            t_start: start time, 0-d or of shape [batch].
-            span: length of the slice (> 0).
-            x: state at s = 0, batch first.
+            field: f(t, x) with ``t`` holding one time per slice (shape [G]) and x the G slices'
+                samples stacked along the batch dimension.
+            starts: start time of each slice, shape [G].
+            spans: length of each slice (> 0), shape [G].
+            x: the states at the slices' starts, [G * batch, ...].
             work: counters to add this solve's work to.
-            groups: number of slices stacked along the batch; adaptive methods control the
-                error of each slice separately (the step is shared, so the worst slice sets it).
         """
+        groups = starts.shape[0]
+        scale = spans.repeat_interleave(x.shape[0] // groups).view(-1, *(1,) * (x.dim() - 1))
 
-        def local(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def local(tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             work.nfe += 1
-            return func(t_start + s, y)
+            return scale * field(starts + tau * spans, y)
 
         info = self.info
         if info.kind == "implicit":
@@ -149,12 +153,12 @@ class Propagator:
             if tol is None:
                 tol = 10 * torch.finfo(x.dtype).eps
             return theta_method(
-                local, x, span, self.steps, info.theta,
+                local, x, 1.0, self.steps, info.theta,
                 tol=tol, max_iters=self.newton_max_iters, work=work,
             )
-        interval = torch.tensor([0.0, span], dtype=x.dtype, device=x.device)
+        interval = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
         if info.kind == "fixed":
-            grid = torch.linspace(0.0, span, self.steps + 1, dtype=x.dtype, device=x.device)
+            grid = torch.linspace(0.0, 1.0, self.steps + 1, dtype=x.dtype, device=x.device)
             options = {"grid_constructor": lambda f, y0, t: grid}
         else:
             options = {"norm": _group_rms_norm(groups)} if groups > 1 else {}

@@ -1,9 +1,15 @@
-"""The vector field of one time slice, or of a contiguous set of slices stacked along the batch.
+"""The vector fields of a parareal solve's slices, called for a contiguous set of slices at once.
 
-Shared parameters: the stacked field is the module itself, called with one time per sample.
-Per-slice parameters: the modules' parameters are stacked once per call of the block
-(``stack``), and the stacked field runs all slices in one vmapped ``functional_call``, so a set
-of slices costs one call of f per stage whatever its size.
+A propagator solves several slices stacked along the batch dimension and hands the field one
+time per slice. ``SliceFields.field`` turns that into calls a field understands:
+
+- a field written for torchdiffeq sees what torchdiffeq would give it, a 0-d ``t`` and one
+  slice's batch: the set of slices runs as one ``torch.func.vmap`` over the slice axis (one
+  call of f per stage whatever the number of slices);
+- a field that declares ``time_per_sample = True`` (the zoo's own fields) is called once on
+  the whole stack with one time per sample, which needs no vmap;
+- per-slice modules (one field per slice, "parallel in parameter") run as one vmapped
+  ``functional_call`` over their parameters, stacked once per call of the solve.
 """
 
 from __future__ import annotations
@@ -14,38 +20,53 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+#: Per-slice parameters and buffers, each stacked along a new first (slice) dimension.
 Stacked = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class SliceFields:
-    """Vector fields of the slices of a parareal block.
+    """Vector fields of the slices of a parareal solve.
 
     Args:
-        func: one module f(t, x) shared by all slices, or a sequence of ``num_slices`` modules
-            of one architecture, one per slice.
+        func: one field f(t, x) shared by all slices (an ``nn.Module`` or any callable), or a
+            sequence of ``num_slices`` modules of one architecture, one per slice.
         num_slices: number of time slices.
+        params: the tensors to differentiate for a shared field (None: its ``parameters()``
+            when it is a module, else none), as torchdiffeq's ``adjoint_params``.
     """
 
-    def __init__(self, func: nn.Module | Sequence[nn.Module], num_slices: int) -> None:
-        self.per_slice = not isinstance(func, nn.Module) or isinstance(func, nn.ModuleList)
-        self.modules: list[nn.Module] = list(func) if self.per_slice else [func]
+    def __init__(
+        self,
+        func: Field | Sequence[nn.Module],
+        num_slices: int,
+        params: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        self.per_slice = isinstance(func, (list, tuple, nn.ModuleList))
+        if not self.per_slice and not callable(func):
+            raise ValueError(f"func must be callable as f(t, x), got {type(func).__name__}")
+        self.modules: list = list(func) if self.per_slice else [func]
         if self.per_slice:
             if len(self.modules) != num_slices:
                 raise ValueError(
                     f"func: a per-slice sequence needs num_slices={num_slices} modules, "
                     f"got {len(self.modules)}"
                 )
+            if not all(isinstance(m, nn.Module) for m in self.modules):
+                raise ValueError("func: a per-slice sequence must hold nn.Modules")
             layout = _layout(self.modules[0])
             if any(_layout(module) != layout for module in self.modules[1:]):
                 raise ValueError("func: the per-slice modules must share one architecture")
+        # None: read the modules' parameters at each call (requires_grad may change)
+        self._params = None if params is None else list(params)
+        self.time_per_sample = bool(getattr(self.modules[0], "time_per_sample", False))
 
     def parameters(self) -> list[torch.Tensor]:
         """Trainable parameters, slice by slice in module order (the autograd inputs)."""
-        return [p for module in self.modules for p in module.parameters() if p.requires_grad]
-
-    def one(self, n: int) -> nn.Module:
-        """The field of slice n."""
-        return self.modules[n] if self.per_slice else self.modules[0]
+        if self._params is not None:
+            return [p for p in self._params if p.requires_grad]
+        modules = [m for m in self.modules if isinstance(m, nn.Module)]
+        return [p for module in modules for p in module.parameters() if p.requires_grad]
 
     def stack(self) -> Stacked | None:
         """Per-slice parameters and buffers stacked along a new first dim (detached)."""
@@ -62,30 +83,44 @@ class SliceFields:
             }
         return params, buffers
 
-    def batch(
-        self, slices: range, batch_size: int, selected: Stacked | None
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The field of ``slices`` stacked along the batch, each with ``batch_size`` samples.
+    def field(self, slices: range, batch_size: int, selected: Stacked | None = None) -> Field:
+        """f(t, x) of ``slices``: t holds one time per slice, x their samples stacked in order.
 
         Args:
             slices: contiguous slice indices.
             batch_size: samples per slice.
-            selected: ``select(stack(), slices)`` for per-slice parameters, else None.
+            selected: per-slice parameters and buffers of ``slices`` (``select``) to call the
+                modules with; None calls the module of a single slice directly.
         """
-        if not self.per_slice:
-            return self.modules[0]
-        params, buffers = selected
-        base, groups = self.modules[0], len(slices)
-
-        def call(p, b, t, x):
-            return functional_call(base, (p, b), (t, x))
+        groups = len(slices)
+        if self.per_slice and selected is not None:
+            return _vmapped(self.modules[0], selected, groups, batch_size)
+        func = self.modules[slices.start] if self.per_slice else self.modules[0]
+        if groups == 1:
+            return lambda t, x: func(t[0], x)
+        if self.per_slice:
+            raise ValueError("several per-slice fields need their stacked parameters")
+        if self.time_per_sample:
+            return lambda t, x: func(t.repeat_interleave(batch_size), x)
 
         def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            t = t.expand(x.shape[0]).reshape(groups, batch_size)
-            out = vmap(call)(params, buffers, t, x.reshape(groups, batch_size, *x.shape[1:]))
+            out = vmap(func)(t, x.reshape(groups, batch_size, *x.shape[1:]))
             return out.reshape(x.shape)
 
         return field
+
+
+def _vmapped(base: nn.Module, selected: Stacked, groups: int, batch_size: int) -> Field:
+    params, buffers = selected
+
+    def call(p, b, t, x):
+        return functional_call(base, (p, b), (t, x))
+
+    def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = vmap(call)(params, buffers, t, x.reshape(groups, batch_size, *x.shape[1:]))
+        return out.reshape(x.shape)
+
+    return field
 
 
 def select(stacked: Stacked | None, slices: range) -> Stacked | None:

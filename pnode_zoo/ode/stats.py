@@ -32,7 +32,8 @@ class PararealStats:
     Attributes:
         num_slices: N.
         forward_iters: parareal iterations of the forward pass (0 = the coarse sweep alone).
-        backward_iters: parareal iterations of the adjoint (0 for ``backward="serial"``).
+        backward_iters: parareal iterations of the gradient: the forward's K for
+            ``"unrolled"``, the adjoint's for ``"parareal_adjoint"``, 0 for ``"fine_adjoint"``.
         forward_residuals: per forward iteration, the largest relative change of a slice
             boundary state, max_n |U^k_n - U^(k-1)_n| / |U^k_n| (2-norms over the whole state).
         backward_residuals: the same for the adjoint states, per backward iteration.
@@ -48,9 +49,17 @@ class PararealStats:
             (pipeline idle time plus the transfer; 0 in one process).
         rank: this rank's position in the time group (0 in one process).
         ranks: size of the time group (1 in one process).
+        tol: the forward's stopping tolerance.
+        converged: whether the forward met ``tol`` (or reached K = N, the fine solve itself);
+            False when the ``max_iters`` cap stopped it first.
+        timeline: (what, start, stop) in ``time.perf_counter()`` seconds of every fine solve,
+            coarse step, VJP ("fine"/"coarse"), send or collective ("comm") and blocked
+            receive ("wait") of the last forward and backward on this rank.
     """
 
     num_slices: int
+    tol: float = 0.0
+    converged: bool = False
     forward_iters: int = 0
     backward_iters: int = 0
     forward_residuals: list[float] = field(default_factory=list)
@@ -65,6 +74,7 @@ class PararealStats:
     time_wait: float = 0.0
     rank: int = 0
     ranks: int = 1
+    timeline: list[tuple[str, float, float]] = field(default_factory=list, repr=False)
     _batched: list[tuple[str, str, int, int, int]] = field(default_factory=list, repr=False)
     _sequential: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(PHASES, 0), repr=False
@@ -76,21 +86,24 @@ class PararealStats:
         kind: str,
         slices: range,
         work: Work,
-        seconds: float,
+        intervals: list[tuple[float, float]],
         units: int,
         batched: bool,
     ) -> None:
-        """Add one propagation (or VJP) to the counters and to the cost model.
+        """Add one propagation (or VJP) to the counters, the timeline and the cost model.
 
         Args:
             phase: ``"forward"`` or ``"backward"``.
             kind: ``"coarse"`` or ``"fine"``.
             slices: the slices it covered.
             work: the work it did.
-            seconds: its wall time.
+            intervals: (start, stop) ``perf_counter`` seconds of its parts (a VJP: the
+                recomputation and the pull-back).
             units: cost-model units per slice (f evaluations plus f-VJPs).
             batched: whether its slices were solved together (else one slice, sequentially).
         """
+        seconds = sum(stop - start for start, stop in intervals)
+        self.timeline += [(kind, start, stop) for start, stop in intervals]
         if kind == "coarse":
             self.nfe_coarse += work.nfe
             self.time_coarse += seconds
@@ -143,6 +156,7 @@ class PararealStats:
     def summary(self) -> dict[str, float]:
         """Scalar statistics, for loggers."""
         out = {
+            "converged": float(self.converged),
             "forward_iters": self.forward_iters,
             "backward_iters": self.backward_iters,
             "nfe_coarse": self.nfe_coarse,

@@ -1,9 +1,10 @@
 """Vector fields f(t, x) for the ODE blocks.
 
 Every field accepts ``t`` as a 0-d tensor (one time for the whole batch) or as a 1-d tensor
-with one time per sample. The parareal block uses the second form when it stacks several
-time slices along the batch dimension, so a field must never assume one time per call.
-Normalisation is GroupNorm: batch statistics would differ per slice and per rank.
+with one time per sample, and says so with ``time_per_sample = True``: the parareal block then
+calls it once on several time slices stacked along the batch dimension (its fast path) instead
+of vmapping it over the slices. Normalisation is GroupNorm: batch statistics would differ per
+slice and per rank.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class ConcatConv(nn.Module):
         kernel_size: odd kernel size.
         dims: spatial dimensions of x: 2 for images [B, C, H, W], 1 for series [B, C, L].
     """
+
+    time_per_sample = True
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int = 3, dims: int = 2
@@ -62,6 +65,8 @@ class ConvVectorField(nn.Module):
         dims: spatial dimensions of the state: 2 for images, 1 for series.
     """
 
+    time_per_sample = True
+
     def __init__(self, channels: int, kernel_size: int = 3, dims: int = 2) -> None:
         super().__init__()
         self.norm1 = group_norm(channels)
@@ -84,6 +89,8 @@ class MLPVectorField(nn.Module):
         hidden: width of the hidden layers.
         layers: number of hidden layers.
     """
+
+    time_per_sample = True
 
     def __init__(self, dim: int, hidden: int = 64, layers: int = 2) -> None:
         super().__init__()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytorch_lightning as pl
 
 from pnode_zoo.ode import PararealODEBlock
@@ -51,9 +53,10 @@ class PararealSchedule(pl.Callback):
 
     def _apply(self, module: pl.LightningModule, forward: int, backward: int | None) -> None:
         for block in self._blocks(module):
-            block.max_iters = forward
+            changes = {"max_iters": forward}
             if backward is not None:
-                block.backward_max_iters = backward
+                changes["backward_max_iters"] = backward
+            block.options = dataclasses.replace(block.options, **changes)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._blocks(pl_module):

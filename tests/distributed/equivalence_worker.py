@@ -26,29 +26,42 @@ from pnode_zoo.ode import MLPVectorField, PararealODEBlock
 
 BATCH, DIM, SLICES = 8, 6, 4
 CASES = {
-    # name: block options
-    "shared_serial": {"per_slice": False, "backward": "serial"},
-    "shared_parareal": {"per_slice": False, "backward": "parareal"},
-    "shared_inexact": {"per_slice": False, "backward": "parareal", "max_iters": 1,
-                       "backward_max_iters": 1},
-    "per_slice_serial_trajectory": {"per_slice": True, "backward": "serial",
-                                    "return_trajectory": True},
-    "per_slice_parareal_trajectory": {"per_slice": True, "backward": "parareal",
-                                      "return_trajectory": True, "backward_max_iters": 2},
-    "per_slice_parareal": {"per_slice": True, "backward": "parareal"},
+    # name: block options, and "per_slice", "trajectory", "vmap" (a field without
+    # time_per_sample, vmapped over the slices as a torchdiffeq field is)
+    "shared_fine_adjoint": {"backward": "fine_adjoint"},
+    "shared_parareal_adjoint": {"backward": "parareal_adjoint"},
+    "shared_inexact": {"backward": "parareal_adjoint", "max_iters": 1, "backward_max_iters": 1},
+    "per_slice_fine_adjoint_trajectory": {"per_slice": True, "backward": "fine_adjoint",
+                                          "trajectory": True},
+    "per_slice_parareal_adjoint_trajectory": {"per_slice": True, "backward": "parareal_adjoint",
+                                              "trajectory": True, "backward_max_iters": 2},
+    "per_slice_parareal_adjoint": {"per_slice": True, "backward": "parareal_adjoint"},
+    "shared_unrolled_k0": {"backward": "unrolled", "max_iters": 0},
+    "shared_unrolled_k1": {"backward": "unrolled", "max_iters": 1},
+    "shared_unrolled_tol_vmap": {"backward": "unrolled", "tol": 1e-3, "vmap": True},
+    "per_slice_unrolled_k2_trajectory": {"per_slice": True, "backward": "unrolled",
+                                         "max_iters": 2, "trajectory": True},
+    "per_slice_unrolled_kn": {"per_slice": True, "backward": "unrolled"},
 }
+
+
+class TorchdiffeqField(MLPVectorField):
+    """The same field, but called as torchdiffeq calls it (the block vmaps it)."""
+
+    time_per_sample = False
 
 
 class Net(nn.Module):
     """stem -> parareal block -> head; the loss reads the final state or the trajectory."""
 
-    def __init__(self, per_slice: bool, **block_args) -> None:
+    def __init__(self, per_slice: bool = False, trajectory: bool = False, vmap: bool = False,
+                 **options) -> None:
         super().__init__()
-        field = ([MLPVectorField(DIM, 16) for _ in range(SLICES)] if per_slice
-                 else MLPVectorField(DIM, 16))
+        kind = TorchdiffeqField if vmap else MLPVectorField
+        field = [kind(DIM, 16) for _ in range(SLICES)] if per_slice else kind(DIM, 16)
         self.stem, self.head = nn.Linear(3, DIM), nn.Linear(DIM, 2)
-        self.block = PararealODEBlock(field, 0.0, 1.5, SLICES, fine_steps=4, tol=0.0,
-                                      **block_args)
+        options = {"num_slices": SLICES, "fine_steps": 4, "tol": 0.0, **options}
+        self.block = PararealODEBlock(field, 0.0, 1.5, options, return_trajectory=trajectory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(self.stem(x))

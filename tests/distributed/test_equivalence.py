@@ -34,8 +34,11 @@ def test_two_ranks_every_case(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_four_ranks_time_and_data_groups(tmp_path: Path) -> None:
-    specs = ["4:shared_serial", "4:shared_parareal", "4:per_slice_parareal_trajectory",
-             "4:shared_inexact", "2:shared_parareal", "2:per_slice_serial_trajectory"]
+    specs = ["4:shared_fine_adjoint", "4:shared_parareal_adjoint",
+             "4:per_slice_parareal_adjoint_trajectory", "4:shared_inexact",
+             "4:shared_unrolled_k1", "4:per_slice_unrolled_k2_trajectory",
+             "4:shared_unrolled_tol_vmap", "2:shared_parareal_adjoint",
+             "2:per_slice_fine_adjoint_trajectory", "2:per_slice_unrolled_kn"]
     errors = _run(4, specs, tmp_path, 29541)
     assert set(errors) == set(specs)
     assert all(e <= TOLERANCE for e in errors.values()), errors

@@ -23,7 +23,7 @@ def _strategy(devices: int, time_size: int | None, rank: int = 0) -> TimeParalle
 
 
 def _model(num_slices: int) -> nn.Module:
-    block = PararealODEBlock(MLPVectorField(2, 4), 0.0, 1.0, num_slices)
+    block = PararealODEBlock(MLPVectorField(2, 4), 0.0, 1.0, num_slices=num_slices)
     return nn.Sequential(nn.Linear(3, 2), block)
 
 
@@ -71,7 +71,7 @@ def test_bad_arguments() -> None:
 
 
 def test_block_rejects_a_time_group_that_does_not_divide_its_slices() -> None:
-    block = PararealODEBlock(MLPVectorField(2, 4), 0.0, 1.0, 4)
+    block = PararealODEBlock(MLPVectorField(2, 4), 0.0, 1.0, num_slices=4)
     block.time_group = SimpleNamespace(size=3, index=0)
     with pytest.raises(ValueError, match="num_slices=4 is not divisible by the time group size 3"):
         block(torch.zeros(1, 2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -28,7 +30,10 @@ def _mlp() -> nn.Module:
         ({"max_iters": -1}, ValueError, "max_iters must be None or an integer >= 0"),
         ({"backward_max_iters": 1.5}, ValueError, "backward_max_iters must be None or an integer"),
         ({"tol": -1e-3}, ValueError, "tol must be a number >= 0"),
-        ({"backward": "adjoint"}, ValueError, "backward must be one of parareal, serial"),
+        ({"backward": "adjoint"}, ValueError,
+         "backward must be one of unrolled, fine_adjoint, parareal_adjoint"),
+        ({"backward": "serial"}, ValueError, "backward='serial' was renamed: use 'fine_adjoint'"),
+        ({"max_iter": 2}, ValueError, "parareal has no option 'max_iter'; did you mean max_iters"),
         ({"rtol": 0.0}, ValueError, "rtol must be positive"),
         ({"newton_max_iters": 0}, ValueError, "newton_max_iters must be an integer >= 1"),
     ],
@@ -48,11 +53,14 @@ def test_per_slice_sequence_of_wrong_length_or_architecture():
         PararealODEBlock(mixed)
 
 
-def test_settable_attributes_are_checked_at_the_next_call():
+def test_options_are_checked_when_replaced():
     block = PararealODEBlock(_mlp(), num_slices=2)
-    block.max_iters = -2
     with pytest.raises(ValueError, match="max_iters must be None or an integer >= 0, got -2"):
-        block(torch.zeros(1, 2, dtype=F64))
+        block.options = dataclasses.replace(block.options, max_iters=-2)
+    with pytest.raises(ValueError, match="num_slices is fixed at construction"):
+        block.options = {"num_slices": 3}
+    block.options = {"max_iters": 1}  # a mapping: the defaults with that change
+    assert block.options.max_iters == 1 and block.options.num_slices == 2
 
 
 def test_bad_inputs():
@@ -79,13 +87,13 @@ class _Blowup(nn.Module):
 
 def test_non_finite_state_names_slice_and_iteration():
     # coarse Euler evaluates f at slice starts only: infinite from t = 0.5 (slice 2 of 4)
-    block = PararealODEBlock(_Blowup(lambda t: t >= 0.5), 0.0, 1.0, 4)
+    block = PararealODEBlock(_Blowup(lambda t: t >= 0.5), 0.0, 1.0, num_slices=4)
     match = r"end of slice 2 \(t=0.75\) in forward parareal iteration 0"
     with pytest.raises(FloatingPointError, match=match):
         block(torch.ones(2, 2, dtype=F64))
     # rk4 also evaluates inside the slices: every fine solve fails in iteration 1
     off_grid = _Blowup(lambda t: (t * 4 - (t * 4).round()).abs() > 1e-9)
-    inside = PararealODEBlock(off_grid, 0.0, 1.0, 4)
+    inside = PararealODEBlock(off_grid, 0.0, 1.0, num_slices=4)
     with pytest.raises(FloatingPointError, match="end of slice 0 .* forward parareal iteration 1"):
         inside(torch.ones(2, 2, dtype=F64))
 
@@ -93,15 +101,18 @@ def test_non_finite_state_names_slice_and_iteration():
 def test_non_finite_adjoint_names_slice_and_iteration():
     x = torch.ones(2, 2, dtype=F64, requires_grad=True)
     for backward, match in [
-        ("parareal", "adjoint at the start of slice 3 in backward parareal iteration 0"),
-        ("serial", "adjoint at the start of slice 3 in the serial backward"),
+        ("parareal_adjoint", "adjoint at the start of slice 3 in backward parareal iteration 0"),
+        ("fine_adjoint", "adjoint at the start of slice 3 in the fine adjoint"),
+        ("unrolled", r"gradient at the end of slice 3 \(t=1\) in the unrolled backward"),
     ]:
-        out = PararealODEBlock(_mlp(), 0.0, 1.0, 4, backward=backward)(x)
+        out = PararealODEBlock(_mlp(), 0.0, 1.0, num_slices=4, backward=backward)(x)
         with pytest.raises(FloatingPointError, match=match):
             out.backward(torch.full_like(out, float("nan")))
 
 
 def test_newton_failure_is_an_error():
-    block = PararealODEBlock(_mlp(), 0.0, 4.0, 2, coarse="backward_euler", newton_max_iters=1)
+    block = PararealODEBlock(
+        _mlp(), 0.0, 4.0, num_slices=2, coarse="backward_euler", newton_max_iters=1
+    )
     with pytest.raises(RuntimeError, match="Newton did not converge in newton_max_iters=1"):
         block(torch.randn(3, 2, dtype=F64) * 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -21,14 +22,16 @@ def _mlp(dim: int = 3) -> nn.Module:
 
 
 class _Counted(nn.Module):
-    """Counts calls of a field and records the batch shapes it sees."""
+    """Counts calls of a field and records the shapes of the states and times it sees."""
 
-    def __init__(self, func: nn.Module) -> None:
+    def __init__(self, func: nn.Module, time_per_sample: bool = False) -> None:
         super().__init__()
-        self.func, self.shapes = func, []
+        self.func, self.shapes, self.time_shapes = func, [], []
+        self.time_per_sample = time_per_sample
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         self.shapes.append(tuple(x.shape))
+        self.time_shapes.append(tuple(t.shape))
         return self.func(t, x)
 
 
@@ -48,8 +51,8 @@ def _serial_propagator(fields, x0, t0, t1, propagator):
     n, states = len(fields), [x0]
     span = (t1 - t0) / n
     for i, f in enumerate(fields):
-        start = torch.tensor(t0 + i * span, dtype=F64)
-        states.append(propagator(f, start, span, states[-1], Work()))
+        start, length = torch.tensor([t0 + i * span], dtype=F64), torch.tensor([span], dtype=F64)
+        states.append(propagator(lambda t, x, f=f: f(t[0], x), start, length, states[-1], Work()))
     return torch.stack(states)
 
 
@@ -60,7 +63,7 @@ def test_max_iters_n_is_the_serial_fine_solve(per_slice, fine):
     fields = [_mlp() for _ in range(n)] if per_slice else [_mlp()] * n
     x0 = torch.randn(4, 3, dtype=F64)
     block = PararealODEBlock(
-        fields if per_slice else fields[0], 0.2, 1.7, n, fine=fine, fine_steps=steps,
+        fields if per_slice else fields[0], 0.2, 1.7, num_slices=n, fine=fine, fine_steps=steps,
         max_iters=n, tol=0.0, return_trajectory=True,
     )
     with torch.no_grad():
@@ -79,8 +82,8 @@ def test_implicit_fine_matches_closed_form(linear_field, rotation):
     field = linear_field(rotation, torch.tensor([1.0, -2.0], dtype=F64))
     x0 = torch.randn(3, 2, dtype=F64)
     block = PararealODEBlock(
-        field, t0, t1, n, coarse="euler", fine="backward_euler", fine_steps=steps, tol=0.0,
-        return_trajectory=True,
+        field, t0, t1, num_slices=n, coarse="euler", fine="backward_euler", fine_steps=steps,
+        tol=0.0, return_trajectory=True,
     )
     with torch.no_grad():
         out = block(x0)
@@ -100,7 +103,7 @@ def test_after_k_iterations_the_first_k_boundaries_are_fine():
         ref = _serial_rk4([field] * n, x0, 0.0, 4.0, steps)
         for k in range(n + 1):
             block = PararealODEBlock(
-                field, 0.0, 4.0, n, fine_steps=steps, max_iters=k, tol=0.0,
+                field, 0.0, 4.0, num_slices=n, fine_steps=steps, max_iters=k, tol=0.0,
                 return_trajectory=True,
             )
             out = block(x0)
@@ -126,8 +129,8 @@ def test_error_order_is_k_plus_one_times_coarse_order(linear_field, rotation, co
             errors = []
             for m in coarse_steps:
                 block = PararealODEBlock(
-                    field, 0.0, t1, n, coarse=coarse, coarse_steps=m, fine_steps=fine_steps,
-                    max_iters=k, tol=0.0,
+                    field, 0.0, t1, num_slices=n, coarse=coarse, coarse_steps=m,
+                    fine_steps=fine_steps, max_iters=k, tol=0.0,
                 )
                 errors.append((block(x0) - ref).norm().item())
             observed = math.log2(errors[-2] / errors[-1])
@@ -141,7 +144,7 @@ def test_stiff_problem_needs_an_implicit_coarse_solver(linear_field, stiff):
 
     def run(coarse: str) -> tuple[PararealODEBlock, torch.Tensor]:
         block = PararealODEBlock(
-            field, 0.0, 1.0, n, coarse=coarse, fine="trapezoid", fine_steps=steps,
+            field, 0.0, 1.0, num_slices=n, coarse=coarse, fine="trapezoid", fine_steps=steps,
             max_iters=3, tol=0.0, newton_tol=1e-12,
         )
         with torch.no_grad():
@@ -167,12 +170,13 @@ def test_stiff_problem_needs_an_implicit_coarse_solver(linear_field, stiff):
     assert stats.nfe_fine == 3 * (1 + 3 * steps)
 
 
-@pytest.mark.parametrize("per_slice", [False, True])
-def test_fine_solves_of_an_iteration_are_one_batched_call_per_stage(per_slice):
+@pytest.mark.parametrize("kind", ["per_slice", "time_per_sample", "torchdiffeq"])
+def test_fine_solves_of_an_iteration_are_one_batched_call_per_stage(kind):
     n, steps, batch, iters = 6, 3, 2, 3
-    fields = [_Counted(_mlp()) for _ in range(n if per_slice else 1)]
+    per_slice = kind == "per_slice"
+    fields = [_Counted(_mlp(), kind == "time_per_sample") for _ in range(n if per_slice else 1)]
     block = PararealODEBlock(
-        fields if per_slice else fields[0], 0.0, 1.0, n, coarse="euler", fine="rk4",
+        fields if per_slice else fields[0], 0.0, 1.0, num_slices=n, coarse="euler", fine="rk4",
         fine_steps=steps, max_iters=iters, tol=0.0,
     )
     with torch.no_grad():
@@ -189,21 +193,24 @@ def test_fine_solves_of_an_iteration_are_one_batched_call_per_stage(per_slice):
         assert len(fields[0].shapes) == 1 + fine_calls
         for i, f in enumerate(fields[1:], start=1):
             assert len(f.shapes) == 1 + min(i, iters)  # the sweep, then iterations k <= i
-    else:
+    elif kind == "time_per_sample":  # one call on the stacked slices, one time per sample
         sizes = sorted({shape[0] for shape in seen} - {batch})
         assert sizes == [batch * s for s in slices_per_fine_call]
+        assert {t for t in fields[0].time_shapes if t} == {(size,) for size in sizes}
+    else:  # a torchdiffeq field sees what odeint gives it: one batch and a 0-d time
+        assert set(seen) == {(batch, 3)} and set(fields[0].time_shapes) == {()}
 
 
 def test_warm_start_from_the_converged_trajectory_takes_one_iteration():
     n, field, x0 = 6, _mlp(), torch.randn(3, 3, dtype=F64)
-    block = PararealODEBlock(field, 0.0, 1.0, n, tol=1e-10, return_trajectory=True)
+    block = PararealODEBlock(field, 0.0, 1.0, num_slices=n, tol=1e-10, return_trajectory=True)
     with torch.no_grad():
         converged = block(x0)
         cold_iters = block.stats.forward_iters
         again = block(x0, initial_guess=converged)
         assert block.stats.forward_iters <= 1 < cold_iters
         assert (again - converged).abs().max() <= 1e-12
-        block.warm_start = True
+        block.options = dataclasses.replace(block.options, warm_start=True)
         block(x0)  # stores its trajectory
         block(x0)
         assert block.stats.forward_iters <= 1
@@ -215,7 +222,7 @@ def test_tolerance_stops_early_with_error_near_tolerance():
     n, steps, field, x0 = 8, 4, _mlp(), torch.randn(3, 3, dtype=F64)
     with torch.no_grad():
         ref = _serial_rk4([field] * n, x0, 0.0, 1.0, steps)[-1]
-        block = PararealODEBlock(field, 0.0, 1.0, n, fine_steps=steps, tol=1e-8)
+        block = PararealODEBlock(field, 0.0, 1.0, num_slices=n, fine_steps=steps, tol=1e-8)
         out = block(x0)
     stats = block.stats
     assert stats.forward_iters < n
@@ -225,7 +232,9 @@ def test_tolerance_stops_early_with_error_near_tolerance():
 
 def test_adaptive_fine_solver_matches_torchdiffeq():
     n, field, x0 = 4, _mlp(), torch.randn(3, 3, dtype=F64)
-    block = PararealODEBlock(field, 0.0, 1.0, n, fine="dopri5", rtol=1e-10, atol=1e-12, tol=0.0)
+    block = PararealODEBlock(
+        field, 0.0, 1.0, num_slices=n, fine="dopri5", rtol=1e-10, atol=1e-12, tol=0.0
+    )
     with torch.no_grad():
         out = block(x0)
         ref = odeint(field, x0, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-12, atol=1e-14)[-1]
@@ -246,9 +255,9 @@ def test_per_slice_conv_field_matches_serial_solve():
 
 def test_no_grad_inference_keeps_no_graph_and_max_iters_is_settable():
     field, x0 = _mlp(), torch.randn(2, 3, dtype=F64)
-    block = PararealODEBlock(field, 0.0, 1.0, 4, tol=0.0)
+    block = PararealODEBlock(field, 0.0, 1.0, num_slices=4, tol=0.0)
     assert block(x0).grad_fn is not None
-    block.max_iters = 2
+    block.options = dataclasses.replace(block.options, max_iters=2)
     with torch.no_grad():
         out = block(x0)
     assert out.grad_fn is None and block.stats.forward_iters == 2
@@ -262,7 +271,8 @@ def test_float32_runs_and_agrees_with_float64():
     outs = []
     for field, x in [(field64, x0), (field32, x0.float())]:
         block = PararealODEBlock(
-            field, 0.0, 1.0, 4, coarse="backward_euler", fine="trapezoid", fine_steps=4, tol=1e-5
+            field, 0.0, 1.0, num_slices=4, coarse="backward_euler", fine="trapezoid",
+            fine_steps=4, tol=1e-5,
         )
         x = x.clone().requires_grad_()
         out = block(x)

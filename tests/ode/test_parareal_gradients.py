@@ -28,29 +28,33 @@ def _gradcheck(block: PararealODEBlock, x0: torch.Tensor, fast_mode: bool = True
 
 
 @pytest.mark.parametrize("per_slice", [False, True])
-@pytest.mark.parametrize("backward", ["serial", "parareal"])
+@pytest.mark.parametrize(
+    ("backward", "max_iters"),
+    [("unrolled", 0), ("unrolled", 1), ("unrolled", 2), ("fine_adjoint", None),
+     ("parareal_adjoint", None)],
+)
 @pytest.mark.parametrize("trajectory", [False, True])
-def test_gradcheck(per_slice, backward, trajectory):
+def test_gradcheck(per_slice, backward, max_iters, trajectory):
     n = 3
     func = [_mlp() for _ in range(n)] if per_slice else _mlp()
     block = PararealODEBlock(
-        func, 0.0, 1.0, n, fine_steps=2, tol=0.0, backward=backward,
-        return_trajectory=trajectory,
+        func, 0.0, 1.0, num_slices=n, fine_steps=2, tol=0.0, backward=backward,
+        max_iters=max_iters, return_trajectory=trajectory,
     )
-    # the full Jacobian once; random projections (fast mode) for the other combinations
-    full = not per_slice and backward == "parareal" and not trajectory
+    # the full Jacobian once per mode; random projections (fast mode) for the others
+    full = not per_slice and not trajectory and max_iters in (None, 1)
     _gradcheck(block, torch.randn(2, 2, dtype=F64), fast_mode=not full)
 
 
 def test_gradcheck_implicit_propagators():
     block = PararealODEBlock(
-        _mlp(), 0.0, 1.0, 3, coarse="backward_euler", fine="trapezoid", fine_steps=2, tol=0.0,
-        return_trajectory=True,
+        _mlp(), 0.0, 1.0, num_slices=3, coarse="backward_euler", fine="trapezoid",
+        fine_steps=2, tol=0.0, return_trajectory=True,
     )
     _gradcheck(block, torch.randn(2, 2, dtype=F64))
 
 
-@pytest.mark.parametrize("backward", ["serial", "parareal"])
+@pytest.mark.parametrize("backward", ["unrolled", "fine_adjoint", "parareal_adjoint"])
 @pytest.mark.parametrize("trajectory", [False, True])
 def test_output_and_gradients_match_torchdiffeq(backward, trajectory):
     n, steps, t0, t1 = 4, 3, 0.5, 2.0
@@ -64,7 +68,7 @@ def test_output_and_gradients_match_torchdiffeq(backward, trajectory):
 
     x = x0.clone().requires_grad_()
     block = PararealODEBlock(
-        field, t0, t1, n, fine_steps=steps, tol=0.0, backward=backward,
+        field, t0, t1, num_slices=n, fine_steps=steps, tol=0.0, backward=backward,
         return_trajectory=trajectory,
     )
     out = block(x)
@@ -104,17 +108,17 @@ def test_inexact_parareal_backward_error_shrinks_with_iterations():
     x0 = torch.randn(4, 3, dtype=F64)
 
     def gradient(**kwargs) -> torch.Tensor:
-        block = PararealODEBlock(field, 0.0, 2.0, n, tol=0.0, backward_tol=0.0, **kwargs)
+        block = PararealODEBlock(field, 0.0, 2.0, num_slices=n, tol=0.0, backward_tol=0.0, **kwargs)
         x = x0.clone().requires_grad_()
         block(x).square().sum().backward()
         return torch.cat([x.grad.flatten(), *(p.grad.flatten() for p in field.parameters())])
 
     field.zero_grad()
-    exact = gradient(backward="serial")
+    exact = gradient(backward="fine_adjoint")
     errors = []
     for k in range(n + 1):
         field.zero_grad()
-        approx = gradient(backward="parareal", backward_max_iters=k)
+        approx = gradient(backward="parareal_adjoint", backward_max_iters=k)
         errors.append(((approx - exact).norm() / exact.norm()).item())
     # k = 0 (coarse adjoint only) is off by percents; every iteration gains at least 10x
     # until rounding; k = N is the exact adjoint.
@@ -122,3 +126,85 @@ def test_inexact_parareal_backward_error_shrinks_with_iterations():
     for k in range(n - 1):
         assert errors[k + 1] < 0.1 * errors[k] or errors[k + 1] < 1e-14, errors
     assert errors[n] < 1e-14, errors
+
+
+def _textbook_parareal(fields, x0, times, k_max, fine_steps, guess=None):
+    """Parareal as written in the papers, every term computed (no converged prefix skipped),
+    with torchdiffeq's solvers as G (one Euler step) and F (rk4), differentiated by autograd."""
+
+    def solve(method, steps, n, x):
+        grid = torch.linspace(float(times[n]), float(times[n + 1]), steps + 1, dtype=F64)
+        return odeint(fields[n], x, grid, method=method)[-1]
+
+    def coarse(n, x):
+        return solve("euler", 1, n, x)
+
+    n_slices = len(times) - 1
+    states = [x0]
+    for n in range(n_slices):
+        states.append(coarse(n, states[n]) if guess is None else guess[n + 1])
+    for _ in range(k_max):
+        new = [x0]
+        for n in range(n_slices):
+            fine = solve("rk4", fine_steps, n, states[n])
+            new.append(coarse(n, new[n]) + fine - coarse(n, states[n]))
+        states = new
+    return torch.stack(states)
+
+
+@pytest.mark.parametrize("per_slice", [False, True])
+@pytest.mark.parametrize("trajectory", [False, True])
+@pytest.mark.parametrize("guessed", [False, True])
+def test_unrolled_gradient_is_autograd_through_the_iterations(per_slice, trajectory, guessed):
+    n, steps, t0, t1 = 4, 3, 0.2, 1.7
+    fields = [_mlp() for _ in range(n)] if per_slice else [_mlp()] * n
+    params = [p for f in (fields if per_slice else fields[:1]) for p in f.parameters()]
+    x0 = torch.randn(5, 2, dtype=F64)
+    weights = torch.randn(n + 1, 5, 2, dtype=F64)
+    guess = torch.randn(n + 1, 5, 2, dtype=F64) if guessed else None
+    times = torch.linspace(t0, t1, n + 1, dtype=F64)
+
+    def loss(states):
+        return (weights * states).sum() if trajectory else (weights[-1] * states[-1]).sum()
+
+    for k in range(n + 1):
+        block = PararealODEBlock(
+            fields if per_slice else fields[0], t0, t1, num_slices=n, fine_steps=steps,
+            max_iters=k, tol=0.0, backward="unrolled", return_trajectory=True,
+        )
+        x = x0.clone().requires_grad_()
+        out = block(x, initial_guess=guess)
+        grads = torch.autograd.grad(loss(out if trajectory else out[-1:]), [x, *params])
+        x_ref = x0.clone().requires_grad_()
+        ref = _textbook_parareal(fields, x_ref, times, k, steps, guess)
+        grads_ref = torch.autograd.grad(loss(ref if trajectory else ref[-1:]), [x_ref, *params],
+                                        allow_unused=True)  # k = 0 from a guess: constant
+        assert block.stats.forward_iters == block.stats.backward_iters == k
+        assert (out - ref).abs().max() <= 1e-12
+        for g, g_ref in zip(grads, grads_ref, strict=True):
+            g_ref = torch.zeros_like(g) if g_ref is None else g_ref
+            assert (g - g_ref).abs().max() <= 1e-12 * (1 + g_ref.abs().max()), k
+
+
+def test_fine_adjoint_is_the_fine_gradient_only_as_the_forward_converges():
+    # At K < N the fine adjoint is neither the gradient of the output (unrolled) nor of the
+    # fine solve; its error against the fine NODE's gradient falls with K and is 0 at K = N.
+    n = 6
+    field, x0 = MLPVectorField(3, hidden=16, layers=2).double(), torch.randn(4, 3, dtype=F64)
+
+    def gradient(backward: str, k: int) -> torch.Tensor:
+        block = PararealODEBlock(field, 0.0, 3.0, num_slices=n, fine_steps=4, max_iters=k,
+                                 tol=0.0, backward=backward)
+        x = x0.clone().requires_grad_()
+        grads = torch.autograd.grad(block(x).square().sum(), [x, *field.parameters()])
+        return torch.cat([g.flatten() for g in grads])
+
+    fine = gradient("unrolled", n)
+    errors = []
+    for k in range(n + 1):
+        adjoint, unrolled = gradient("fine_adjoint", k), gradient("unrolled", k)
+        errors.append(((adjoint - fine).norm() / fine.norm()).item())
+        if k <= 2:  # not the gradient of what the forward computed either
+            assert (adjoint - unrolled).norm() > 1e-6 * fine.norm()
+    assert errors[0] > 1e-3 and errors[n] < 1e-14, errors
+    assert all(later < earlier for earlier, later in zip(errors[:3], errors[1:4], strict=True))

@@ -18,10 +18,11 @@ def test_implicit_step_on_a_linear_problem_is_the_closed_form_with_one_solve(
 ):
     steps, span, batch = 4, 0.3, 3
     field = linear_field(stiff, torch.tensor([1.0, 0.0, -1.0], dtype=F64))
-    x0, start = torch.randn(batch, 3, dtype=F64), torch.tensor(0.2, dtype=F64)
+    x0, start = torch.randn(batch, 3, dtype=F64), torch.tensor([0.2], dtype=F64)
+    length = torch.tensor([span], dtype=F64)
     work = Work()
     with torch.no_grad():
-        out = Propagator(method, steps, newton_tol=1e-12)(field, start, span, x0, work)
+        out = Propagator(method, steps, newton_tol=1e-12)(field, start, length, x0, work)
     theta = SOLVERS[method].theta
     h, eye, a, b = span / steps, torch.eye(3, dtype=F64), field.a.detach(), field.b.detach()
     x = x0
@@ -40,8 +41,9 @@ def test_implicit_step_on_a_linear_problem_is_the_closed_form_with_one_solve(
 @pytest.mark.parametrize(("method", "order"), [("backward_euler", 1), ("trapezoid", 2)])
 def test_implicit_order_on_a_nonlinear_problem(method, order):
     # x' = -x^2, x(t) = x0 / (1 + x0 t), per sample
-    x0, start, span = torch.tensor([[0.5], [1.0], [2.0]], dtype=F64), torch.tensor(0.0), 1.0
-    exact = x0 / (1 + x0 * span)
+    x0 = torch.tensor([[0.5], [1.0], [2.0]], dtype=F64)
+    start, span = torch.zeros(1, dtype=F64), torch.ones(1, dtype=F64)
+    exact = x0 / (1 + x0)
     errors = []
     for steps in (8, 16, 32):
         out = Propagator(method, steps)(lambda t, x: -x * x, start, span, x0, Work())
@@ -57,7 +59,8 @@ def test_implicit_step_gradients_by_finite_differences(method):
 
     def solve(x, a):
         return Propagator(method, 3)(
-            lambda t, y: torch.tanh(y @ a.T) + t, torch.tensor(0.1, dtype=F64), 0.7, x, Work()
+            lambda t, y: torch.tanh(y @ a.T) + t, torch.tensor([0.1], dtype=F64),
+            torch.tensor([0.7], dtype=F64), x, Work(),
         )
 
     x = torch.randn(2, 2, dtype=F64, requires_grad=True)
@@ -69,7 +72,7 @@ def test_adaptive_solve_of_stacked_slices_controls_each_slices_error():
     # dilute that slice's error estimate 8x; the per-slice norm keeps its error as when alone.
     omega = torch.full((64, 1), 0.1, dtype=F64)
     omega[5] = 20.0
-    x0, start = torch.tensor([[1.0, 0.0]] * 64, dtype=F64), torch.zeros(64, dtype=F64)
+    x0 = torch.tensor([[1.0, 0.0]] * 64, dtype=F64)
     exact = torch.tensor([math.cos(20.0), -math.sin(20.0)], dtype=F64)
     propagator = Propagator("bosh3", rtol=1e-6, atol=1e-9)
 
@@ -78,7 +81,8 @@ def test_adaptive_solve_of_stacked_slices_controls_each_slices_error():
             return rate * torch.stack([y[:, 1], -y[:, 0]], dim=1)
 
         work = Work()
-        out = propagator(rotate, start[: len(x)], 1.0, x, work, groups=groups)
+        starts, spans = torch.zeros(groups, dtype=F64), torch.ones(groups, dtype=F64)
+        out = propagator(rotate, starts, spans, x, work)
         return (out[5 % len(x)] - exact).norm().item(), work.nfe
 
     alone = solve(x0[5:6], omega[5:6], 1)

@@ -12,7 +12,7 @@ F64 = torch.float64
 
 
 def _run(**kwargs) -> PararealODEBlock:
-    block = PararealODEBlock(MLPVectorField(2, 8, 1).double(), 0.0, 1.0, 4, **kwargs)
+    block = PararealODEBlock(MLPVectorField(2, 8, 1).double(), 0.0, 1.0, num_slices=4, **kwargs)
     x = torch.randn(3, 2, dtype=F64, requires_grad=True)
     block(x).sum().backward()
     return block
@@ -22,7 +22,7 @@ def test_forward_critical_path_by_hand():
     # N = 4, K = 2, G = 1 Euler step (1 unit), F = 2 rk4 steps (8 units per slice).
     # sweep: 4; iteration 1: fine slices 0-3, coarse slices 1-3; iteration 2: fine slices 1-3,
     # coarse slices 2-3. A rank's fine work is (its slices in the batch) x 8.
-    stats = _run(coarse="euler", fine="rk4", fine_steps=2, max_iters=2, tol=0.0).stats
+    stats = _run(fine_steps=2, max_iters=2, tol=0.0, backward="parareal_adjoint").stats
     assert stats.forward_iters == 2 and len(stats.forward_residuals) == 2
     assert stats.critical_path_nfe(1) == 4 + 32 + 3 + 24 + 2
     assert stats.critical_path_nfe(2) == 4 + 16 + 3 + 16 + 2  # ranks own slices {0,1}, {2,3}
@@ -33,11 +33,24 @@ def test_forward_critical_path_by_hand():
     # fine 2 x 8, then 4 adjoint iterations and the parameter VJP recompute 8 each
     assert stats.backward_iters == 4
     assert stats.nfe_coarse == 9 + 4 and stats.nfe_fine == 16 + 5 * 8
+    assert not stats.converged and stats.tol == 0.0
+
+
+def test_unrolled_backward_mirrors_the_forward():
+    # K = 2: coarse VJP sweeps over slices 3-2 (level 2), 3-1 (level 1), 3-0 (level 0), each
+    # VJP a re-run (1) and a pull-back (1); batched fine VJPs (8 + 8) of slices 1-3 and 0-3.
+    stats = _run(fine_steps=2, max_iters=2, tol=0.0, backward="unrolled").stats
+    assert stats.backward_iters == 2
+    coarse = 2 * (2 + 3 + 4)
+    assert stats.critical_path_nfe(1, "backward") == coarse + 16 * 3 + 16 * 4
+    assert stats.critical_path_nfe(2, "backward") == coarse + 16 * 2 + 16 * 2
+    assert stats.critical_path_nfe(4, "backward") == coarse + 16 + 16
+    assert stats.nfe_coarse == 9 + 9 and stats.nfe_fine == 16 + 16
 
 
 def test_backward_critical_path_by_hand():
-    # serial adjoint: 4 slices one after the other, each recompute (8) + VJP (8)
-    serial = _run(fine_steps=2, backward="serial", tol=0.0).stats
+    # fine adjoint: 4 slices one after the other, each re-run (8) + VJP (8)
+    serial = _run(fine_steps=2, backward="fine_adjoint", tol=0.0).stats
     assert serial.backward_iters == 0
     assert serial.critical_path_nfe(4, "backward") == 4 * 16
     total = serial.critical_path_nfe(4, "forward") + 4 * 16
@@ -45,9 +58,20 @@ def test_backward_critical_path_by_hand():
     # parareal adjoint with 1 iteration: coarse VJP sweep (graph 1 + VJP 1, per slice),
     # fine VJPs of all slices (16 per rank), coarse VJPs of slices 2,1,0 (1 each), then the
     # parameter VJP over all slices (16 per rank).
-    inexact = _run(fine_steps=2, backward_max_iters=1, backward_tol=0.0, tol=0.0).stats
+    inexact = _run(fine_steps=2, backward="parareal_adjoint", backward_max_iters=1,
+                   backward_tol=0.0, tol=0.0).stats
     assert inexact.backward_iters == 1 and len(inexact.backward_residuals) == 1
     assert inexact.critical_path_nfe(4, "backward") == 4 * 2 + 16 + 3 + 16
+
+
+def test_timeline_covers_every_solve():
+    stats = _run(fine_steps=2, max_iters=2, tol=0.0).stats
+    kinds = [kind for kind, _, _ in stats.timeline]
+    # forward: 9 coarse steps, 2 fine solves; backward: 9 coarse and 2 fine re-runs + VJPs
+    assert kinds.count("coarse") == 9 + 2 * 9 and kinds.count("fine") == 2 + 2 * 2
+    assert all(start <= stop for _, start, stop in stats.timeline)
+    coarse = sum(stop - start for kind, start, stop in stats.timeline if kind == "coarse")
+    assert coarse == pytest.approx(stats.time_coarse)
 
 
 def test_bad_cost_model_arguments():

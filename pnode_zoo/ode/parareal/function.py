@@ -1,0 +1,135 @@
+"""The autograd ``Function`` that joins the forward iteration to the chosen gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from pnode_zoo.ode.parareal import adjoints
+from pnode_zoo.ode.parareal.iteration import Sweep, iterate
+from pnode_zoo.ode.parareal.problem import (
+    ParamGrads,
+    Problem,
+    coarse_solve,
+    coarse_step,
+    fine_solve,
+)
+
+
+def solve(problem: Problem, x0: torch.Tensor, guess: torch.Tensor | None = None) -> torch.Tensor:
+    """The parareal states U [N+1, *x0.shape], differentiable in x0 and the fields' parameters.
+
+    Without anything to differentiate (``torch.no_grad()``, frozen parameters and x0) no graph
+    and no states are kept.
+
+    Args:
+        problem: the call.
+        x0: the initial state.
+        guess: states [N+1, *x0.shape] to start from instead of the coarse sweep (detached).
+    """
+    params = problem.fields.parameters()
+    if torch.is_grad_enabled() and (x0.requires_grad or params):
+        return _Parareal.apply(problem, x0, guess, *params)
+    with torch.no_grad():
+        return solve_forward(problem, x0, guess, keep_levels=False).states
+
+
+def solve_forward(
+    problem: Problem, x0: torch.Tensor, guess: torch.Tensor | None, keep_levels: bool
+) -> Sweep:
+    """Run the forward iteration and record its statistics."""
+
+    def where(boundary: int, iteration: int) -> str:
+        return (
+            f"non-finite state at the end of {problem.where(boundary)} "
+            f"in forward parareal iteration {iteration}"
+        )
+
+    with _recording(problem):
+        sweep = iterate(
+            x0,
+            lambda slices, x: fine_solve(problem, slices, x),
+            lambda n, x: coarse_step(problem, n, x),
+            num_slices=problem.num_slices,
+            max_iters=problem.max_iters,
+            tol=problem.options.tol,
+            where=where,
+            group=problem.group,
+            guess=guess,
+            coarse_set=lambda slices, x: coarse_solve(problem, slices, x),
+            keep_levels=keep_levels,
+        )
+    stats, residuals = problem.stats, sweep.residuals
+    stats.forward_iters, stats.forward_residuals = len(residuals), residuals
+    stats.converged = len(residuals) == problem.num_slices or bool(
+        residuals and residuals[-1] < problem.options.tol
+    )
+    return sweep
+
+
+def solve_backward(
+    problem: Problem,
+    states: torch.Tensor,
+    levels: list[torch.Tensor],
+    grad_states: torch.Tensor,
+    guessed: bool,
+    need_params: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """dL/dx0 and (if asked) dL/dθ, in ``SliceFields.parameters`` order, by the call's mode."""
+    grads = ParamGrads(problem) if need_params else None
+    mode = problem.options.backward
+    with _recording(problem):
+        if mode == "unrolled":
+            grad_x0 = adjoints.unrolled(problem, levels, grad_states, guessed, grads)
+            problem.stats.backward_iters = len(levels) - 1
+        elif mode == "fine_adjoint":
+            grad_x0 = adjoints.fine_adjoint(problem, states, grad_states, grads)
+        else:
+            grad_x0 = adjoints.parareal_adjoint(problem, states, grad_states, grads)
+        if grads is not None:
+            grads.all_reduce(problem.group)
+    return grad_x0, None if grads is None else grads.result()
+
+
+@contextmanager
+def _recording(problem: Problem) -> Iterator[None]:
+    """Send the time group's communication and wait times inside the call to its stats."""
+    group = problem.group
+    if group is None:
+        yield
+        return
+    before = dict(group.seconds)
+    group.timers.log = problem.stats.timeline
+    try:
+        yield
+    finally:
+        group.timers.log = None
+        problem.stats.time_comm += group.seconds["comm"] - before["comm"]
+        problem.stats.time_wait += group.seconds["wait"] - before["wait"]
+
+
+class _Parareal(torch.autograd.Function):
+    """x0, θ -> U; backward by the call's gradient mode (θ are inputs, as in torchdiffeq)."""
+
+    @staticmethod
+    def forward(ctx, problem: Problem, x0: torch.Tensor, guess, *params: torch.Tensor):
+        unrolled = problem.options.backward == "unrolled"
+        sweep = solve_forward(problem, x0, guess, keep_levels=unrolled)
+        ctx.problem, ctx.guessed = problem, guess is not None
+        ctx.save_for_backward(sweep.states, *sweep.levels)
+        return sweep.states
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_states: torch.Tensor):
+        states, *levels = ctx.saved_tensors
+        need_params = any(ctx.needs_input_grad[3:])
+        grad_x0, param_grads = solve_backward(
+            ctx.problem, states, levels, grad_states, ctx.guessed, need_params
+        )
+        if param_grads is None:
+            param_grads = [None] * (len(ctx.needs_input_grad) - 3)
+        return None, grad_x0 if ctx.needs_input_grad[1] else None, None, *param_grads

@@ -1,0 +1,273 @@
+"""One call of a parareal solve, frozen, and the seams every algorithm is built from.
+
+A ``Problem`` holds what a call needs (fields, propagators, the slices' times, options, the
+time group) and never changes during the call; the per-slice parameters are stacked once, when
+it is made. The seams: ``fine_solve`` (a set of slices in one batched solve), ``coarse_step``
+(one slice of the sequential sweep), ``coarse_solve`` (a set of slices, batched) and ``graph``
+(either propagator re-run with autograd on, returning its vector-Jacobian product). Each
+records its work, wall time and cost-model units in the call's ``PararealStats``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from pnode_zoo.distributed.communicator import clock
+from pnode_zoo.ode.options import PararealOptions
+from pnode_zoo.ode.propagators import Propagator, Work
+from pnode_zoo.ode.slices import SliceFields, Stacked, select
+from pnode_zoo.ode.stats import PararealStats
+
+if TYPE_CHECKING:
+    from pnode_zoo.distributed.communicator import TimeGroup
+
+Pull = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything one call of a parareal solve needs, fixed for the call.
+
+    Args:
+        fields: the slices' vector fields.
+        options: the solve's options (``num_slices`` resolved).
+        coarse: G.
+        fine: F.
+        starts: start time of every slice, [N], in x0's dtype and on its device.
+        spans: length of every slice, [N].
+        stats: where the call's statistics go.
+        stacked: per-slice parameters and buffers stacked for this call; None when shared.
+        group: the time group whose ranks share the slices; None: this process solves all.
+        return_trajectory: whether the caller sees every boundary state.
+    """
+
+    fields: SliceFields
+    options: PararealOptions
+    coarse: Propagator
+    fine: Propagator
+    starts: torch.Tensor
+    spans: torch.Tensor
+    stats: PararealStats
+    stacked: Stacked | None
+    group: TimeGroup | None
+    return_trajectory: bool
+
+    @property
+    def num_slices(self) -> int:
+        return len(self.starts)
+
+    @property
+    def max_iters(self) -> int:
+        """Forward iterations allowed, clamped to N."""
+        cap = self.options.max_iters
+        return self.num_slices if cap is None else min(cap, self.num_slices)
+
+    @property
+    def backward_max_iters(self) -> int:
+        """Adjoint iterations allowed (``"parareal_adjoint"``), clamped to N."""
+        cap = self.options.backward_max_iters
+        return self.num_slices if cap is None else min(cap, self.num_slices)
+
+    @property
+    def backward_tol(self) -> float:
+        tol = self.options.backward_tol
+        return self.options.tol if tol is None else tol
+
+    @property
+    def own(self) -> range:
+        """The slices this process solves: all, or its rank's contiguous chunk."""
+        n = self.num_slices
+        return range(n) if self.group is None else self.group.chunk(n)
+
+    def where(self, boundary: int) -> str:
+        """Slice and time of a boundary, for error messages."""
+        n = min(boundary, self.num_slices) - 1
+        return f"slice {n} (t={float(self.starts[n] + self.spans[n]):.6g})"
+
+
+def make_problem(
+    fields: SliceFields,
+    times: torch.Tensor,
+    options: PararealOptions,
+    x0: torch.Tensor,
+    group: TimeGroup | None = None,
+    return_trajectory: bool = False,
+) -> Problem:
+    """Freeze one call: slice times on x0's device and dtype, per-slice parameters stacked.
+
+    Args:
+        fields: the slices' vector fields.
+        times: the N+1 slice boundaries, strictly increasing.
+        options: the solve's options.
+        x0: the initial state (sets dtype and device).
+        group: the time group, or None.
+        return_trajectory: whether the caller sees every boundary state.
+    """
+    n = len(times) - 1
+    if group is not None and n % group.size:
+        raise ValueError(f"num_slices={n} is not divisible by the time group size {group.size}")
+    grid = times.to(dtype=torch.float64)
+    stats = PararealStats(num_slices=n, tol=float(options.tol))
+    if group is not None:
+        stats.rank, stats.ranks = group.index, group.size
+    return Problem(
+        fields=fields,
+        options=options,
+        coarse=options.propagator("coarse"),
+        fine=options.propagator("fine"),
+        starts=grid[:-1].to(dtype=x0.dtype, device=x0.device),
+        spans=grid.diff().to(dtype=x0.dtype, device=x0.device),
+        stats=stats,
+        stacked=fields.stack(),
+        group=group,
+        return_trajectory=return_trajectory,
+    )
+
+
+def _propagate(
+    problem: Problem,
+    propagator: Propagator,
+    slices: range,
+    states: torch.Tensor,
+    selected: Stacked | None,
+) -> tuple[torch.Tensor, Work, tuple[float, float]]:
+    """Propagate ``states[i]`` across slice ``slices[i]``, all in one solve; (out, work, when)."""
+    cut = slice(slices.start, slices.stop)
+    field = problem.fields.field(slices, states.shape[1], selected)
+    work, start = Work(), clock(states.device)
+    flat = states.reshape(len(slices) * states.shape[1], *states.shape[2:])
+    out = propagator(field, problem.starts[cut], problem.spans[cut], flat, work)
+    return out.reshape(states.shape), work, (start, clock(states.device))
+
+
+def _stacked(problem: Problem, slices: range, batched: bool) -> Stacked | None:
+    """Per-slice parameters for a solve of ``slices`` (None: call a single module directly)."""
+    return select(problem.stacked, slices) if batched or len(slices) > 1 else None
+
+
+def fine_solve(problem: Problem, slices: range, states: torch.Tensor) -> torch.Tensor:
+    """F_n(states[i]) for n = slices[i] (states stacked on dim 0), as one batched solve."""
+    out, work, when = _propagate(
+        problem, problem.fine, slices, states, _stacked(problem, slices, batched=True)
+    )
+    problem.stats.record("forward", "fine", slices, work, [when], work.nfe, batched=True)
+    return out
+
+
+def coarse_solve(problem: Problem, slices: range, states: torch.Tensor) -> torch.Tensor:
+    """G_n(states[i]) for n = slices[i], as one batched solve (for a warm start)."""
+    out, work, when = _propagate(
+        problem, problem.coarse, slices, states, _stacked(problem, slices, batched=True)
+    )
+    problem.stats.record("forward", "coarse", slices, work, [when], work.nfe, batched=True)
+    return out
+
+
+def coarse_step(problem: Problem, n: int, state: torch.Tensor) -> torch.Tensor:
+    """G_n(state): one slice of the sequential coarse sweep."""
+    one = range(n, n + 1)
+    out, work, when = _propagate(problem, problem.coarse, one, state[None], None)
+    problem.stats.record("forward", "coarse", one, work, [when], work.nfe, batched=False)
+    return out[0]
+
+
+def graph(
+    problem: Problem,
+    kind: str,
+    slices: range,
+    states: torch.Tensor,
+    *,
+    wrt_state: bool,
+    grads: ParamGrads | None,
+    batched: bool = True,
+    reuse: bool = False,
+) -> Pull:
+    """Re-run ``kind`` ("fine" or "coarse") on ``slices`` keeping its graph; returns the pull-back
+    cotangents -> (dP_n/dU_n)^T cotangents (None unless ``wrt_state``), which also adds
+    (dP_n/dθ)^T cotangents to ``grads`` when given.
+
+    Args:
+        problem: the call.
+        kind: which propagator.
+        slices: contiguous slices.
+        states: their start states, stacked on dim 0.
+        wrt_state: return the pull-back to the states.
+        grads: accumulator of the parameter gradients, or None.
+        batched: how the cost model counts it (batched across slices, or sequential).
+        reuse: keep the graph for further pull-backs (the work of re-running the
+            propagator is counted once).
+    """
+    propagator = problem.fine if kind == "fine" else problem.coarse
+    with torch.enable_grad():
+        x = states.detach().requires_grad_(wrt_state)
+        selected = _stacked(problem, slices, batched or grads is not None)
+        if selected is not None and grads is not None:
+            selected = {k: v.detach().requires_grad_() for k, v in selected[0].items()}, selected[1]
+        out, work, solved = _propagate(problem, propagator, slices, x, selected)
+    inputs = ([x] if wrt_state else []) + (grads.inputs(selected) if grads is not None else [])
+
+    pulls = 0
+
+    def pull(cotangents: torch.Tensor) -> torch.Tensor | None:
+        nonlocal pulls
+        tic = clock(states.device)
+        pulled = torch.autograd.grad(out, inputs, cotangents, retain_graph=reuse,
+                                     allow_unused=True)
+        when = (tic, clock(states.device))
+        if pulls == 0:  # the re-run and this pull-back
+            problem.stats.record(
+                "backward", kind, slices, work, [solved, when], 2 * work.nfe, batched=batched
+            )
+        else:
+            problem.stats.record("backward", kind, slices, Work(), [when], work.nfe, batched)
+        pulls += 1
+        if grads is not None:
+            grads.add(slices, pulled[1:] if wrt_state else pulled)
+        return pulled[0] if wrt_state else None
+
+    return pull
+
+
+class ParamGrads:
+    """Accumulates dL/dθ over VJPs and hands it back in ``SliceFields.parameters`` order."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.fields = problem.fields
+        if self.fields.per_slice:
+            self.sums = {k: torch.zeros_like(v) for k, v in problem.stacked[0].items()}
+        else:
+            self.params = self.fields.parameters()
+            self.sums = [torch.zeros_like(p) for p in self.params]
+
+    def inputs(self, selected: Stacked | None) -> list[torch.Tensor]:
+        """The autograd inputs of a graph built with ``selected`` per-slice parameters."""
+        return list(selected[0].values()) if self.fields.per_slice else self.params
+
+    def add(self, slices: range, grads: tuple[torch.Tensor | None, ...]) -> None:
+        sums = self.sums.values() if self.fields.per_slice else self.sums
+        for total, grad in zip(sums, grads, strict=True):
+            if grad is None:
+                continue
+            if self.fields.per_slice:
+                total[slices.start : slices.stop] += grad
+            else:
+                total += grad
+
+    def all_reduce(self, group: TimeGroup | None) -> None:
+        """Sum over the time group: each rank has added the VJPs of its own slices only."""
+        if group is not None:
+            group.sum_(list(self.sums.values()) if self.fields.per_slice else self.sums)
+
+    def result(self) -> list[torch.Tensor]:
+        if not self.fields.per_slice:
+            return self.sums
+        return [
+            self.sums[name][n]
+            for n, module in enumerate(self.fields.modules)
+            for name, p in module.named_parameters()
+            if p.requires_grad
+        ]
