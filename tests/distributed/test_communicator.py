@@ -1,0 +1,74 @@
+"""The time group keeps every tensor a collective touches on its device, as NCCL requires.
+
+A one-rank gloo group runs the block's whole communication path (the same calls a CUDA/NCCL
+run makes); a spy on torch.distributed checks the device of every tensor handed to it, and the
+device choice and the synchronising clock are checked as NCCL would see them.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from pnode_zoo.distributed import communicator
+from pnode_zoo.distributed.communicator import TimeGroup, clock
+from pnode_zoo.ode import MLPVectorField, PararealODEBlock
+
+COLLECTIVES = ("send", "recv", "all_reduce", "broadcast", "all_gather")
+
+
+@pytest.fixture
+def one_rank_world():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_collectives_see_only_tensors_on_the_group_device(one_rank_world, monkeypatch):
+    seen: list[tuple[str, torch.device]] = []
+    for name in COLLECTIVES:
+        original = getattr(dist, name)
+
+        def spy(tensor, *args, _name=name, _original=original, **kwargs):
+            tensors = list(tensor) if isinstance(tensor, list) else [tensor]
+            tensors += [a for a in args if torch.is_tensor(a)]
+            seen.extend((_name, t.device) for t in tensors)
+            return _original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(dist, name, spy)
+    group = TimeGroup(dist.group.WORLD, [0])
+    assert group.device == torch.device("cpu")  # gloo: the CPU
+    block = PararealODEBlock(MLPVectorField(3).double(), 0.0, 1.0, num_slices=2, tol=1e-6,
+                             backward="unrolled")
+    block.time_group = group
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    block(x).sum().backward()
+    names = {name for name, _ in seen}
+    assert {"all_reduce", "broadcast", "all_gather"} <= names  # residual, grads, gradient, U
+    assert {device for _, device in seen} == {group.device}
+    assert block.stats.timeline and block.stats.time_comm > 0
+
+
+def test_nccl_groups_live_on_the_current_cuda_device(monkeypatch):
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    group = TimeGroup(object(), [0, 1])
+    assert group.device == torch.device("cuda", 3)
+    assert group.reversed().device == group.device and group.reversed().index == 0
+
+
+def test_the_clock_waits_for_the_device(monkeypatch):
+    synchronised = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronised.append(device))
+    clock(torch.device("cpu"))
+    assert synchronised == []
+    clock(torch.device("cuda", 0))
+    assert synchronised == [torch.device("cuda", 0)]
+    assert communicator.clock is clock
