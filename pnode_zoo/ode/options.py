@@ -57,6 +57,11 @@ class PararealOptions:
         backward_tol: adjoint stopping tolerance (None: ``tol``).
         warm_start: start the forward iteration from the previous call's trajectory when its
             shape, dtype and device match, instead of the coarse sweep.
+        recompute: re-run the propagators in the backward pass, keeping only the states from
+            the forward pass (memory flat in the number of steps). False keeps the forward's
+            autograd graphs instead (a faster backward; memory grows with steps and iterations
+            as with torchdiffeq's backprop); only for ``backward="unrolled"``, whose
+            linearisation points are the forward's own.
     """
 
     num_slices: int | None = None
@@ -74,6 +79,7 @@ class PararealOptions:
     backward_max_iters: int | None = None
     backward_tol: float | None = None
     warm_start: bool = False
+    recompute: bool = True
 
     def __post_init__(self) -> None:
         if self.num_slices is not None:
@@ -98,8 +104,14 @@ class PararealOptions:
             raise ValueError(
                 f"backward must be one of {', '.join(BACKWARD_MODES)}, got {self.backward!r}"
             )
-        if not isinstance(self.warm_start, bool):
-            raise ValueError(f"warm_start must be true or false, got {self.warm_start!r}")
+        for name in ("warm_start", "recompute"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not self.recompute and self.backward != "unrolled":
+            raise ValueError(
+                f"recompute=false needs backward='unrolled' (the {self.backward} gradient is "
+                "taken at the final states, which the forward never linearised)"
+            )
         self.propagator("coarse")  # checks methods, steps and tolerances
         self.propagator("fine")
 

@@ -42,6 +42,10 @@ CASES = {
     "per_slice_unrolled_k2_trajectory": {"per_slice": True, "backward": "unrolled",
                                          "max_iters": 2, "trajectory": True},
     "per_slice_unrolled_kn": {"per_slice": True, "backward": "unrolled"},
+    "shared_unrolled_kept_graphs": {"backward": "unrolled", "max_iters": 2, "recompute": False},
+    "per_slice_unrolled_kept_graphs_trajectory": {"per_slice": True, "backward": "unrolled",
+                                                  "recompute": False, "trajectory": True,
+                                                  "tol": 1e-3},
 }
 
 

@@ -34,6 +34,8 @@ def _mlp() -> nn.Module:
          "backward must be one of unrolled, fine_adjoint, parareal_adjoint"),
         ({"backward": "serial"}, ValueError, "backward='serial' was renamed: use 'fine_adjoint'"),
         ({"max_iter": 2}, ValueError, "parareal has no option 'max_iter'; did you mean max_iters"),
+        ({"recompute": False, "backward": "fine_adjoint"}, ValueError,
+         "recompute=false needs backward='unrolled'"),
         ({"rtol": 0.0}, ValueError, "rtol must be positive"),
         ({"newton_max_iters": 0}, ValueError, "newton_max_iters must be an integer >= 1"),
     ],

@@ -155,7 +155,10 @@ def _textbook_parareal(fields, x0, times, k_max, fine_steps, guess=None):
 @pytest.mark.parametrize("per_slice", [False, True])
 @pytest.mark.parametrize("trajectory", [False, True])
 @pytest.mark.parametrize("guessed", [False, True])
-def test_unrolled_gradient_is_autograd_through_the_iterations(per_slice, trajectory, guessed):
+@pytest.mark.parametrize("recompute", [True, False])
+def test_unrolled_gradient_is_autograd_through_the_iterations(
+    per_slice, trajectory, guessed, recompute
+):
     n, steps, t0, t1 = 4, 3, 0.2, 1.7
     fields = [_mlp() for _ in range(n)] if per_slice else [_mlp()] * n
     params = [p for f in (fields if per_slice else fields[:1]) for p in f.parameters()]
@@ -170,7 +173,8 @@ def test_unrolled_gradient_is_autograd_through_the_iterations(per_slice, traject
     for k in range(n + 1):
         block = PararealODEBlock(
             fields if per_slice else fields[0], t0, t1, num_slices=n, fine_steps=steps,
-            max_iters=k, tol=0.0, backward="unrolled", return_trajectory=True,
+            max_iters=k, tol=0.0, backward="unrolled", recompute=recompute,
+            return_trajectory=True,
         )
         x = x0.clone().requires_grad_()
         out = block(x, initial_guess=guess)

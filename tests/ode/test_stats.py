@@ -46,6 +46,10 @@ def test_unrolled_backward_mirrors_the_forward():
     assert stats.critical_path_nfe(2, "backward") == coarse + 16 * 2 + 16 * 2
     assert stats.critical_path_nfe(4, "backward") == coarse + 16 + 16
     assert stats.nfe_coarse == 9 + 9 and stats.nfe_fine == 16 + 16
+    # the forward's own graphs kept: no re-run, the pull-backs alone (1 per coarse VJP)
+    kept = _run(fine_steps=2, max_iters=2, tol=0.0, backward="unrolled", recompute=False).stats
+    assert kept.critical_path_nfe(4, "backward") == coarse // 2 + 8 + 8
+    assert kept.nfe_coarse == 9 and kept.nfe_fine == 16
 
 
 def test_backward_critical_path_by_hand():

@@ -31,7 +31,46 @@ from __future__ import annotations
 import torch
 
 from pnode_zoo.ode.parareal.iteration import iterate
-from pnode_zoo.ode.parareal.problem import ParamGrads, Problem, graph
+from pnode_zoo.ode.parareal.problem import Linearization, ParamGrads, Problem
+
+
+class Tape:
+    """The forward pass's own linearisations, kept for ``unrolled`` when ``recompute`` is off
+    (memory grows with steps and iterations, like torchdiffeq's backprop; nothing is re-run).
+
+    Its methods are the forward iteration's propagators: they run with autograd on and keep
+    the graph. ``fine[j]`` took level j to level j+1; ``coarse[n][j]`` is G_n at level
+    j + ``first_level`` (1 after a guess, whose coarse values are ``coarse_set``).
+
+    Args:
+        problem: the call.
+        wrt_params: keep the graphs to the parameters too.
+        guessed: the forward starts from a guess.
+    """
+
+    def __init__(self, problem: Problem, wrt_params: bool, guessed: bool) -> None:
+        self.problem, self.wrt_params, self.first_level = problem, wrt_params, int(guessed)
+        self.fine: list[Linearization] = []
+        self.coarse: dict[int, list[Linearization]] = {}
+        self.coarse_set: Linearization | None = None
+
+    def _run(self, kind: str, slices: range, states: torch.Tensor, batched: bool,
+             wrt_state: bool = True) -> Linearization:
+        return Linearization(self.problem, kind, slices, states, wrt_state=wrt_state,
+                             wrt_params=self.wrt_params, batched=batched, phase="forward")
+
+    def fine_solve(self, slices: range, states: torch.Tensor) -> torch.Tensor:
+        self.fine.append(self._run("fine", slices, states, batched=True))
+        return self.fine[-1].value
+
+    def coarse_step(self, n: int, state: torch.Tensor) -> torch.Tensor:
+        run = self._run("coarse", range(n, n + 1), state[None], batched=False)
+        self.coarse.setdefault(n, []).append(run)
+        return run.value[0]
+
+    def coarse_solve(self, slices: range, states: torch.Tensor) -> torch.Tensor:
+        self.coarse_set = self._run("coarse", slices, states, batched=True, wrt_state=False)
+        return self.coarse_set.value
 
 
 def unrolled(
@@ -40,6 +79,7 @@ def unrolled(
     grad_states: torch.Tensor,
     guessed: bool,
     grads: ParamGrads | None,
+    tape: Tape | None = None,
 ) -> torch.Tensor:
     """dL/dx0 through the K forward iterations (``levels`` = U^0..U^K); adds dL/dθ to grads.
 
@@ -49,6 +89,7 @@ def unrolled(
         grad_states: dL/dU^K, [N+1, ...].
         guessed: U^0 was a guess (constant), not the coarse sweep.
         grads: accumulator of the parameter gradients, or None.
+        tape: the forward's linearisations (None: re-run the propagators at ``levels``).
     """
     own, group = problem.own, problem.group
     lo, hi = own.start, own.stop
@@ -61,7 +102,7 @@ def unrolled(
     x0_grad, upper, checks = torch.zeros_like(grad_states[0]), None, []
     for k in range(len(levels) - 1, -1, -1):
         if not (guessed and k == 0):
-            _coarse_sweep(problem, k, levels[k], cot, upper, grads)
+            _coarse_sweep(problem, k, levels[k], cot, upper, grads, tape)
         if lo == 0:
             x0_grad += cot[0]
         elif group is not None and lo >= k and not (guessed and k == 0):
@@ -69,7 +110,7 @@ def unrolled(
         cot[lo] = 0
         checks.append((k, torch.isfinite(cot[lo + 1 : hi + 1]).flatten(1).all(dim=1)))
         if k > 0:
-            upper, cot = cot, _fine_level(problem, k, levels, cot, guessed, grads)
+            upper, cot = cot, _fine_level(problem, k, levels, cot, guessed, grads, tape)
     _raise_if_non_finite(problem, checks)
     return x0_grad if group is None else group.broadcast(x0_grad, 0)
 
@@ -81,6 +122,7 @@ def _coarse_sweep(
     cot: torch.Tensor,
     upper: torch.Tensor | None,
     grads: ParamGrads | None,
+    tape: Tape | None,
 ) -> None:
     """Level k's coarse VJPs, from the chunk's end (its cotangent received) to max(lo, k)."""
     own, group = problem.own, problem.group
@@ -89,9 +131,12 @@ def _coarse_sweep(
         cot[hi] += group.reversed().recv_prev(cot[hi])
     for n in range(hi - 1, max(lo, k) - 1, -1):
         target = cot[n + 1] if upper is None or n <= k else cot[n + 1] - upper[n + 1]
-        pull = graph(problem, "coarse", range(n, n + 1), states[n : n + 1],
-                     wrt_state=True, grads=grads, batched=False)
-        cot[n] += pull(target[None])[0]
+        if tape is not None:
+            run = tape.coarse[n][k - tape.first_level]
+        else:
+            run = Linearization(problem, "coarse", range(n, n + 1), states[n : n + 1],
+                                wrt_state=True, wrt_params=grads is not None, batched=False)
+        cot[n] += run.pull(target[None], grads)[0]
 
 
 def _fine_level(
@@ -101,21 +146,26 @@ def _fine_level(
     cot: torch.Tensor,
     guessed: bool,
     grads: ParamGrads | None,
+    tape: Tape | None,
 ) -> torch.Tensor:
     """a^k-1 from a^k: the level's fine VJPs (one batched call) and the copied rows."""
     lo, hi = problem.own.start, problem.own.stop
-    below = torch.zeros_like(cot)
+    below, need = torch.zeros_like(cot), grads is not None
     first = max(lo, k - 1)
     if first < hi:
-        pull = graph(problem, "fine", range(first, hi), levels[k - 1][first:hi],
-                     wrt_state=True, grads=grads)
-        below[first:hi] = pull(cot[first + 1 : hi + 1])
-    start = max(lo, 1)
-    if guessed and k == 1 and grads is not None and start < hi:
-        # - G_n(guess_n) at level 1: the guess is a constant, only θ gets a gradient
-        pull = graph(problem, "coarse", range(start, hi), levels[0][start:hi],
-                     wrt_state=False, grads=grads)
-        pull(-cot[start + 1 : hi + 1])
+        run = tape.fine[k - 1] if tape is not None else Linearization(
+            problem, "fine", range(first, hi), levels[k - 1][first:hi], wrt_state=True,
+            wrt_params=need)
+        below[first:hi] = run.pull(cot[first + 1 : hi + 1], grads)
+    if guessed and k == 1 and need and lo < hi:
+        # - G_n(guess_n) at level 1: the guess is a constant, only θ gets a gradient (the
+        # coarse values of all owned slices were computed; slice 0's is unused, cotangent 0)
+        run = tape.coarse_set if tape is not None else Linearization(
+            problem, "coarse", range(lo, hi), levels[0][lo:hi], wrt_state=False, wrt_params=True)
+        minus = -cot[lo + 1 : hi + 1]
+        if lo == 0:
+            minus[0] = 0
+        run.pull(minus, grads)
     top = min(hi, k - 1)
     below[lo + 1 : top + 1] += cot[lo + 1 : top + 1]  # rows j < k are copies of level k-1's
     return below
@@ -147,12 +197,12 @@ def fine_adjoint(
     jumps = grad_states if problem.return_trajectory else None
     bad = -1  # the last slice whose adjoint is non-finite; ranks stay in step until told
     for n in reversed(own):
-        pull = graph(problem, "fine", range(n, n + 1), states[n : n + 1],
-                     wrt_state=True, grads=grads, batched=False)
+        run = Linearization(problem, "fine", range(n, n + 1), states[n : n + 1],
+                            wrt_state=True, wrt_params=grads is not None, batched=False)
         if n == own.stop - 1:  # F_n was re-run while lambda_n+1 was on its way
             last = own.stop == n_slices
             lam = grad_states[n_slices] if last else backwards.recv_prev(states[0])
-        pulled = pull(lam[None])[0]
+        pulled = run.pull(lam[None], grads)[0]
         lam = pulled if jumps is None else pulled + jumps[n]
         if bad < 0 and not torch.isfinite(lam).all():
             bad = n
@@ -179,18 +229,19 @@ def parareal_adjoint(
     def fine(slices: range, cotangents: torch.Tensor) -> torch.Tensor:
         # Iteration index j runs backwards in time: boundary j holds lambda_(N-j).
         owned = range(n_slices - slices.stop, n_slices - slices.start)
-        pull = graph(problem, "fine", owned, states[owned.start : owned.stop],
-                     wrt_state=True, grads=None)
-        return pull(cotangents.flip(0)).flip(0)
+        run = Linearization(problem, "fine", owned, states[owned.start : owned.stop],
+                            wrt_state=True, wrt_params=False)
+        return run.pull(cotangents.flip(0)).flip(0)
 
-    coarse_graphs = {}
+    coarse_runs: dict[int, Linearization] = {}
 
     def coarse(j: int, cotangent: torch.Tensor) -> torch.Tensor:
         n = n_slices - 1 - j
-        if n not in coarse_graphs:  # G is linearised at the forward states: build once
-            coarse_graphs[n] = graph(problem, "coarse", range(n, n + 1), states[n : n + 1],
-                                     wrt_state=True, grads=None, batched=False, reuse=True)
-        return coarse_graphs[n](cotangent[None])[0]
+        if n not in coarse_runs:  # G is linearised at the forward states: run it once
+            coarse_runs[n] = Linearization(problem, "coarse", range(n, n + 1),
+                                           states[n : n + 1], wrt_state=True, wrt_params=False,
+                                           batched=False)
+        return coarse_runs[n].pull(cotangent[None], keep=True)[0]
 
     def where(boundary: int, iteration: int) -> str:
         return (
@@ -208,7 +259,7 @@ def parareal_adjoint(
     problem.stats.backward_residuals = sweep.residuals
     lams = sweep.states.flip(0)
     if grads is not None:
-        pull = graph(problem, "fine", own, states[own.start : own.stop],
-                     wrt_state=False, grads=grads)
-        pull(lams[own.start + 1 : own.stop + 1])
+        run = Linearization(problem, "fine", own, states[own.start : own.stop],
+                            wrt_state=False, wrt_params=True)
+        run.pull(lams[own.start + 1 : own.stop + 1], grads)
     return lams[0]

@@ -38,9 +38,21 @@ def solve(problem: Problem, x0: torch.Tensor, guess: torch.Tensor | None = None)
 
 
 def solve_forward(
-    problem: Problem, x0: torch.Tensor, guess: torch.Tensor | None, keep_levels: bool
+    problem: Problem,
+    x0: torch.Tensor,
+    guess: torch.Tensor | None,
+    keep_levels: bool,
+    tape: adjoints.Tape | None = None,
 ) -> Sweep:
-    """Run the forward iteration and record its statistics."""
+    """Run the forward iteration and record its statistics.
+
+    Args:
+        problem: the call.
+        x0: the initial state.
+        guess: states to start from instead of the coarse sweep, or None.
+        keep_levels: keep every iteration's states (for the unrolled gradient).
+        tape: run the propagators through this tape, which keeps their graphs.
+    """
 
     def where(boundary: int, iteration: int) -> str:
         return (
@@ -51,15 +63,15 @@ def solve_forward(
     with _recording(problem):
         sweep = iterate(
             x0,
-            lambda slices, x: fine_solve(problem, slices, x),
-            lambda n, x: coarse_step(problem, n, x),
+            tape.fine_solve if tape else lambda slices, x: fine_solve(problem, slices, x),
+            tape.coarse_step if tape else lambda n, x: coarse_step(problem, n, x),
             num_slices=problem.num_slices,
             max_iters=problem.max_iters,
             tol=problem.options.tol,
             where=where,
             group=problem.group,
             guess=guess,
-            coarse_set=lambda slices, x: coarse_solve(problem, slices, x),
+            coarse_set=tape.coarse_solve if tape else lambda s, x: coarse_solve(problem, s, x),
             keep_levels=keep_levels,
         )
     stats, residuals = problem.stats, sweep.residuals
@@ -77,13 +89,14 @@ def solve_backward(
     grad_states: torch.Tensor,
     guessed: bool,
     need_params: bool,
+    tape: adjoints.Tape | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """dL/dx0 and (if asked) dL/dθ, in ``SliceFields.parameters`` order, by the call's mode."""
     grads = ParamGrads(problem) if need_params else None
     mode = problem.options.backward
     with _recording(problem):
         if mode == "unrolled":
-            grad_x0 = adjoints.unrolled(problem, levels, grad_states, guessed, grads)
+            grad_x0 = adjoints.unrolled(problem, levels, grad_states, guessed, grads, tape)
             problem.stats.backward_iters = len(levels) - 1
         elif mode == "fine_adjoint":
             grad_x0 = adjoints.fine_adjoint(problem, states, grad_states, grads)
@@ -116,9 +129,12 @@ class _Parareal(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, problem: Problem, x0: torch.Tensor, guess, *params: torch.Tensor):
-        unrolled = problem.options.backward == "unrolled"
-        sweep = solve_forward(problem, x0, guess, keep_levels=unrolled)
-        ctx.problem, ctx.guessed = problem, guess is not None
+        unrolled, guessed = problem.options.backward == "unrolled", guess is not None
+        tape = None
+        if not problem.options.recompute:
+            tape = adjoints.Tape(problem, any(ctx.needs_input_grad[3:]), guessed)
+        sweep = solve_forward(problem, x0, guess, keep_levels=unrolled, tape=tape)
+        ctx.problem, ctx.guessed, ctx.tape = problem, guessed, tape
         ctx.save_for_backward(sweep.states, *sweep.levels)
         return sweep.states
 
@@ -128,8 +144,9 @@ class _Parareal(torch.autograd.Function):
         states, *levels = ctx.saved_tensors
         need_params = any(ctx.needs_input_grad[3:])
         grad_x0, param_grads = solve_backward(
-            ctx.problem, states, levels, grad_states, ctx.guessed, need_params
+            ctx.problem, states, levels, grad_states, ctx.guessed, need_params, ctx.tape
         )
+        ctx.tape = None  # free the graphs
         if param_grads is None:
             param_grads = [None] * (len(ctx.needs_input_grad) - 3)
         return None, grad_x0 if ctx.needs_input_grad[1] else None, None, *param_grads

@@ -3,14 +3,13 @@
 A ``Problem`` holds what a call needs (fields, propagators, the slices' times, options, the
 time group) and never changes during the call; the per-slice parameters are stacked once, when
 it is made. The seams: ``fine_solve`` (a set of slices in one batched solve), ``coarse_step``
-(one slice of the sequential sweep), ``coarse_solve`` (a set of slices, batched) and ``graph``
-(either propagator re-run with autograd on, returning its vector-Jacobian product). Each
-records its work, wall time and cost-model units in the call's ``PararealStats``.
+(one slice of the sequential sweep), ``coarse_solve`` (a set of slices, batched) and
+``Linearization`` (either propagator run with autograd on, for its vector-Jacobian products).
+Each records its work, wall time and cost-model units in the call's ``PararealStats``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,9 +23,6 @@ from pnode_zoo.ode.stats import PararealStats
 
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
-
-Pull = Callable[[torch.Tensor], "torch.Tensor | None"]
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -175,61 +171,76 @@ def coarse_step(problem: Problem, n: int, state: torch.Tensor) -> torch.Tensor:
     return out[0]
 
 
-def graph(
-    problem: Problem,
-    kind: str,
-    slices: range,
-    states: torch.Tensor,
-    *,
-    wrt_state: bool,
-    grads: ParamGrads | None,
-    batched: bool = True,
-    reuse: bool = False,
-) -> Pull:
-    """Re-run ``kind`` ("fine" or "coarse") on ``slices`` keeping its graph; returns the pull-back
-    cotangents -> (dP_n/dU_n)^T cotangents (None unless ``wrt_state``), which also adds
-    (dP_n/dθ)^T cotangents to ``grads`` when given.
+class Linearization:
+    """One propagator run with autograd on, for vector-Jacobian products through it.
+
+    Built in the backward pass (a re-run at saved states), or in the forward pass when the
+    graphs are kept (``PararealOptions.recompute`` off). The run is recorded in the stats on
+    construction, each pull-back when it happens.
 
     Args:
         problem: the call.
-        kind: which propagator.
+        kind: ``"fine"`` or ``"coarse"``.
         slices: contiguous slices.
         states: their start states, stacked on dim 0.
-        wrt_state: return the pull-back to the states.
-        grads: accumulator of the parameter gradients, or None.
+        wrt_state: pull-backs return the cotangents of the states.
+        wrt_params: pull-backs also give the parameters' gradients.
         batched: how the cost model counts it (batched across slices, or sequential).
-        reuse: keep the graph for further pull-backs (the work of re-running the
-            propagator is counted once).
+        phase: ``"backward"`` for a re-run, ``"forward"`` for a run of the forward pass.
     """
-    propagator = problem.fine if kind == "fine" else problem.coarse
-    with torch.enable_grad():
-        x = states.detach().requires_grad_(wrt_state)
-        selected = _stacked(problem, slices, batched or grads is not None)
-        if selected is not None and grads is not None:
-            selected = {k: v.detach().requires_grad_() for k, v in selected[0].items()}, selected[1]
-        out, work, solved = _propagate(problem, propagator, slices, x, selected)
-    inputs = ([x] if wrt_state else []) + (grads.inputs(selected) if grads is not None else [])
 
-    pulls = 0
+    def __init__(
+        self,
+        problem: Problem,
+        kind: str,
+        slices: range,
+        states: torch.Tensor,
+        *,
+        wrt_state: bool,
+        wrt_params: bool,
+        batched: bool = True,
+        phase: str = "backward",
+    ) -> None:
+        self.problem, self.kind, self.slices, self.batched = problem, kind, slices, batched
+        self.wrt_state, self.wrt_params = wrt_state, wrt_params
+        propagator = problem.fine if kind == "fine" else problem.coarse
+        with torch.enable_grad():
+            x = states.detach().requires_grad_(wrt_state)
+            selected = _stacked(problem, slices, batched or wrt_params)
+            if selected is not None and wrt_params:
+                params = {k: v.detach().requires_grad_() for k, v in selected[0].items()}
+                selected = params, selected[1]
+            self.out, work, when = _propagate(problem, propagator, slices, x, selected)
+        self.nfe = work.nfe
+        problem.stats.record(phase, kind, slices, work, [when], work.nfe, batched)
+        params = []
+        if wrt_params:
+            fields = problem.fields
+            params = list(selected[0].values()) if fields.per_slice else fields.parameters()
+        self.inputs = ([x] if wrt_state else []) + params
+        self.value = self.out.detach()
 
-    def pull(cotangents: torch.Tensor) -> torch.Tensor | None:
-        nonlocal pulls
-        tic = clock(states.device)
-        pulled = torch.autograd.grad(out, inputs, cotangents, retain_graph=reuse,
+    def pull(
+        self, cotangents: torch.Tensor, grads: ParamGrads | None = None, keep: bool = False
+    ) -> torch.Tensor | None:
+        """(dP_n/dU_n)^T cotangents (None unless ``wrt_state``); (dP_n/dθ)^T cotangents is
+        added to ``grads`` when given.
+
+        Args:
+            cotangents: one per slice, stacked on dim 0.
+            grads: accumulator of the parameter gradients (needs ``wrt_params``), or None.
+            keep: keep the graph for further pull-backs.
+        """
+        device = cotangents.device
+        tic = clock(device)
+        pulled = torch.autograd.grad(self.out, self.inputs, cotangents, retain_graph=keep,
                                      allow_unused=True)
-        when = (tic, clock(states.device))
-        if pulls == 0:  # the re-run and this pull-back
-            problem.stats.record(
-                "backward", kind, slices, work, [solved, when], 2 * work.nfe, batched=batched
-            )
-        else:
-            problem.stats.record("backward", kind, slices, Work(), [when], work.nfe, batched)
-        pulls += 1
+        when = (tic, clock(device))
+        stats = self.problem.stats
+        stats.record("backward", self.kind, self.slices, Work(), [when], self.nfe, self.batched)
         if grads is not None:
-            grads.add(slices, pulled[1:] if wrt_state else pulled)
-        return pulled[0] if wrt_state else None
-
-    return pull
+            grads.add(self.slices, pulled[1:] if self.wrt_state else pulled)
+        return pulled[0] if self.wrt_state else None
 
 
 class ParamGrads:
@@ -242,10 +253,6 @@ class ParamGrads:
         else:
             self.params = self.fields.parameters()
             self.sums = [torch.zeros_like(p) for p in self.params]
-
-    def inputs(self, selected: Stacked | None) -> list[torch.Tensor]:
-        """The autograd inputs of a graph built with ``selected`` per-slice parameters."""
-        return list(selected[0].values()) if self.fields.per_slice else self.params
 
     def add(self, slices: range, grads: tuple[torch.Tensor | None, ...]) -> None:
         sums = self.sums.values() if self.fields.per_slice else self.sums
