@@ -26,6 +26,7 @@ from time import perf_counter
 
 import torch
 import torch.distributed as dist
+from torch.profiler import record_function
 
 
 def clock(device: torch.device) -> float:
@@ -37,11 +38,13 @@ def clock(device: torch.device) -> float:
 
 @dataclass
 class Timers:
-    """Cumulative ``seconds`` per kind, and the (kind, start, stop) log of the current call
-    (``log`` is set by the solve that wants a timeline, None otherwise)."""
+    """What the views of one group share: cumulative ``seconds`` per kind, the (kind, start,
+    stop) log of the current call (set by the solve that wants a timeline, else None) and
+    the sends still in flight."""
 
     seconds: dict[str, float] = field(default_factory=lambda: {"comm": 0.0, "wait": 0.0})
     log: list[tuple[str, float, float]] | None = None
+    pending: list = field(default_factory=list)  # sends in flight
 
 
 class TimeGroup:
@@ -92,7 +95,8 @@ class TimeGroup:
     @contextmanager
     def _timed(self, kind: str) -> Iterator[None]:
         tic = clock(self.device)
-        yield
+        with record_function(f"time_parallel/{kind}"):  # a named range in torch.profiler traces
+            yield
         toc = clock(self.device)
         self.timers.seconds[kind] += toc - tic
         if self.timers.log is not None:
@@ -108,9 +112,18 @@ class TimeGroup:
         return range(self.index * per_rank, (self.index + 1) * per_rank)
 
     def send_next(self, tensor: torch.Tensor) -> None:
-        """Send a boundary state to the rank owning the next chunk."""
+        """Send a boundary state to the rank owning the next chunk, without waiting for it to
+        arrive (a blocking send would idle this rank until the next one posts its receive)."""
         with self._timed("comm"):
-            dist.send(tensor.contiguous(), self._global(self.index + 1), group=self.group)
+            work = dist.isend(tensor.detach().clone(), self._global(self.index + 1),
+                              group=self.group)
+        self.timers.pending.append(work)
+
+    def wait_sends(self) -> None:
+        """Wait for this group's sends to complete (their errors surface here)."""
+        with self._timed("comm"):
+            while self.timers.pending:
+                self.timers.pending.pop().wait()
 
     def recv_prev(self, like: torch.Tensor) -> torch.Tensor:
         """A boundary state (shaped like ``like``) from the rank owning the previous chunk."""

@@ -73,6 +73,7 @@ def solve_forward(
             guess=guess,
             coarse_set=tape.coarse_solve if tape else lambda s, x: coarse_solve(problem, s, x),
             keep_levels=keep_levels,
+            last_only=not (problem.return_trajectory or problem.options.warm_start),
         )
     stats, residuals = problem.stats, sweep.residuals
     stats.forward_iters, stats.forward_residuals = len(residuals), residuals
@@ -118,6 +119,7 @@ def _recording(problem: Problem) -> Iterator[None]:
     group.timers.log = problem.stats.timeline
     try:
         yield
+        group.wait_sends()
     finally:
         group.timers.log = None
         problem.stats.time_comm += group.seconds["comm"] - before["comm"]

@@ -71,6 +71,7 @@ def iterate(
     source: torch.Tensor | None = None,
     linear: bool = False,
     keep_levels: bool = False,
+    last_only: bool = False,
 ) -> Sweep:
     """Run parareal until the residual is below ``tol`` or ``max_iters`` iterations.
 
@@ -88,6 +89,8 @@ def iterate(
         source: terms s added at each boundary (row 0 is ignored: include it in u0).
         linear: the propagators are linear, so no coarse values need keeping.
         keep_levels: also return U^k of every iteration (for the unrolled gradient).
+        last_only: with a time group, hand every rank only U_N (one broadcast instead of the
+            all-gather of every boundary; other ranks' rows are left zero).
     """
     run = _Run(u0, fine, coarse, num_slices, group, source, linear, where)
     run.start(guess, coarse_set)
@@ -99,7 +102,7 @@ def iterate(
             levels.append(run.states.clone())
         if residuals[-1] < tol:
             break
-    return Sweep(run.gather(), residuals, levels)
+    return Sweep(run.gather(last_only), residuals, levels)
 
 
 class _Run:
@@ -111,7 +114,7 @@ class _Run:
         own = range(num_slices) if group is None else group.chunk(num_slices)
         self.lo, self.hi = own.start, own.stop
         self.u0 = u0
-        self.states = u0.new_empty((num_slices + 1, *u0.shape))
+        self.states = u0.new_zeros((num_slices + 1, *u0.shape))
         self.states[0] = u0
         # G_n(U^k-1_n), kept for the correction (a linear G is applied to differences instead)
         self.coarse_old = None if linear else u0.new_empty((num_slices, *u0.shape))
@@ -166,9 +169,12 @@ class _Run:
             self._raise_non_finite(k, k)
         return change
 
-    def gather(self) -> torch.Tensor:
-        """The states with every rank's boundaries filled in (rows lo+1..hi are ours)."""
-        if self.group is not None:
+    def gather(self, last_only: bool = False) -> torch.Tensor:
+        """The states with every rank's boundaries (or only U_N) filled in; rows lo+1..hi are
+        ours."""
+        if self.group is not None and last_only:
+            self.states[-1] = self.group.broadcast(self.states[-1], self.group.size - 1)
+        elif self.group is not None:
             self.states[1:] = self.group.all_gather(self.states[self.lo + 1 : self.hi + 1])
         return self.states
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch.profiler import record_function
 
 from pnode_zoo.distributed.communicator import clock
 from pnode_zoo.ode.options import PararealOptions
@@ -136,7 +137,8 @@ def _propagate(
     field = problem.fields.field(slices, states.shape[1], selected)
     work, start = Work(), clock(states.device)
     flat = states.reshape(len(slices) * states.shape[1], *states.shape[2:])
-    out = propagator(field, problem.starts[cut], problem.spans[cut], flat, work)
+    with record_function(f"parareal/{propagator.name}"):  # a range in torch.profiler traces
+        out = propagator(field, problem.starts[cut], problem.spans[cut], flat, work)
     return out.reshape(states.shape), work, (start, clock(states.device))
 
 
