@@ -12,7 +12,10 @@ from collections.abc import Callable
 
 from torch import nn
 
+from pnode_zoo.suggest import did_you_mean
+
 ModelFn = Callable[..., nn.Module]
+KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
 _MODELS: dict[str, ModelFn] = {}
 
 
@@ -40,7 +43,10 @@ def model_entry(name: str) -> ModelFn:
         name: a registered model name.
     """
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise ValueError(
+            f"unknown model {name!r}{did_you_mean(name, _MODELS)}; known models: "
+            f"{', '.join(list_models())}"
+        )
     return _MODELS[name]
 
 
@@ -56,7 +62,24 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(
-            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
-            f"its options are: {', '.join(accepted)}"
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], accepted)}; its options are: {', '.join(accepted)}"
         )
+    for key, value in kwargs.items():
+        default = accepted[key].default
+        kind = type(default).__name__
+        if value is not None and kind in KINDS and not _same_kind(value, default):
+            raise ValueError(
+                f"model {name!r} option {key} must be {KINDS[kind]} (like its default "
+                f"{default!r}), got {value!r}"
+            )
     return fn(**kwargs)
+
+
+def _same_kind(value: object, default: int | float | bool | str) -> bool:
+    """Whether ``value`` may stand where ``default`` does (an int may stand for a float)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
