@@ -68,7 +68,10 @@ class TensorDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
-            self.splits = self.build_splits()
+            splits = self.build_splits()
+            for split, dataset in splits.items():
+                check_split(split, dataset, self.input_shape)
+            self.splits = splits
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -88,6 +91,38 @@ class TensorDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def check_split(split: str, dataset: Dataset, input_shape: tuple[int, ...]) -> None:
+    """ValueError naming the problem if a split is empty, its samples are not ``input_shape``,
+    or its tensors hold NaN or Inf (nothing would train on them).
+
+    Args:
+        split: "train", "val" or "test", for the message.
+        dataset: the split; a TensorDataset's tensors are checked whole, any other dataset's
+            first sample for its shape.
+        input_shape: the shape the data module declares for one input sample.
+    """
+    if len(dataset) == 0:
+        raise ValueError(
+            f"data: the {split} split is empty; give the data module more samples or a "
+            "larger share for this split"
+        )
+    shape = tuple(dataset[0][0].shape)
+    if shape != tuple(input_shape):
+        raise ValueError(
+            f"data: {split} samples have shape {shape}, but the data module declares "
+            f"input_shape {tuple(input_shape)} (channels first); check the files' format"
+        )
+    for tensor in getattr(dataset, "tensors", ()):
+        if tensor.is_floating_point():
+            bad = ~torch.isfinite(tensor.flatten(1) if tensor.dim() > 1 else tensor[:, None])
+            rows = bad.any(dim=1).nonzero().flatten()
+            if len(rows):
+                raise ValueError(
+                    f"data: {len(rows)} {split} samples contain NaN or Inf values (the first "
+                    f"is sample {int(rows[0])}); fill in or drop the missing values"
+                )
 
 
 def tensor_dataset(inputs: np.ndarray, labels: np.ndarray) -> TensorDataset:

@@ -70,12 +70,27 @@ def channel_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file of unsigned bytes (MNIST's format), plain or gzipped, as an array."""
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    """An IDX file of unsigned bytes (MNIST's format), plain or gzipped, as an array.
+
+    A file that is not IDX, is truncated, or is a broken gzip archive raises ValueError
+    naming the file.
+    """
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"data: {path} cannot be read ({err}); replace the file") from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ValueError(f"data: {path} is not an IDX file of unsigned bytes; replace the file")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"data: {path} is truncated (its header is cut); replace the file")
     shape = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
+    expected = 4 + 4 * ndim + int(np.prod(shape))
+    if len(data) != expected:
+        raise ValueError(
+            f"data: {path} holds {len(data)} bytes but its header {tuple(shape)} needs "
+            f"{expected} (truncated or corrupt); replace the file"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -169,6 +184,11 @@ class ImageDataModule(TensorDataModule):
     def build_splits(self) -> dict[str, Dataset]:
         images, labels = self.read(train=True)
         test_images, test_labels = self.read(train=False)
+        if self.val_size >= len(labels):
+            raise ValueError(
+                f"data.val_size={self.val_size} leaves no training image of {len(labels)}; "
+                "give a smaller val_size"
+            )
         train, val = stratified_split(labels.numpy(), self.val_size, self.seed)
         self.indices = {"train": train, "val": val, "test": np.arange(len(test_labels))}
         mean, std = channel_statistics(images[train])
@@ -213,6 +233,13 @@ class MNISTDataModule(ImageDataModule):
         prefix = "train" if train else "t10k"
         images = read_idx(files[f"{prefix}-images-idx3-ubyte"])
         labels = read_idx(files[f"{prefix}-labels-idx1-ubyte"]).astype(np.int64)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"data: {prefix} images {images.shape} and labels {labels.shape} do not match "
+                "(need [N, H, W] images and N labels); check the files"
+            )
+        if labels.size and not 0 <= labels.min() <= labels.max() < self.num_classes:
+            raise ValueError(f"data: {prefix} labels lie outside 0..{self.num_classes - 1}")
         return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels)
 
 

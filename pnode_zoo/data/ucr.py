@@ -15,6 +15,7 @@ from sklearn.preprocessing import LabelEncoder
 from torch.utils.data import Dataset
 
 from pnode_zoo.data.base import TensorDataModule, stratified_split, tensor_dataset
+from pnode_zoo.suggest import did_you_mean
 
 
 def sktime_data_dir() -> Path:
@@ -36,24 +37,46 @@ def bundled_ucr_names() -> list[str]:
     )
 
 
-def load_ucr_split(name: str, split: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """The official train or test split of a bundled set: series and string labels.
+def load_ucr_split(name: str, split: str,
+                   path: str | Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The official train or test split of a UCR/UEA set: series and string labels.
 
     Each series is an array [channels, length]; lengths may differ between series.
 
     Args:
-        name: a bundled set (see ``bundled_ucr_names()``); other names raise ValueError.
+        name: the set's name; without ``path``, a set bundled with sktime (see
+            ``bundled_ucr_names()``; other names raise ValueError).
         split: "train" or "test".
+        path: folder holding ``NAME_TRAIN.ts`` and ``NAME_TEST.ts`` (directly or in ``NAME/``,
+            as in the UCR/UEA archive); None: the sets bundled with sktime.
     """
-    bundled = bundled_ucr_names()
-    if name not in bundled:
-        raise ValueError(
-            f"data.name {name!r} is not a UCR/UEA set bundled with sktime; "
-            f"bundled sets: {', '.join(bundled)}"
-        )
-    from sktime.datasets import load_UCR_UEA_dataset
+    from sktime.datasets import load_from_tsfile, load_UCR_UEA_dataset
 
-    frame, labels = load_UCR_UEA_dataset(name, split=split, return_type="nested_univ")
+    if path is None:
+        bundled = bundled_ucr_names()
+        if name not in bundled:
+            raise ValueError(
+                f"data.name {name!r} is not a UCR/UEA set bundled with sktime"
+                f"{did_you_mean(name, bundled)}; bundled sets: {', '.join(bundled)} "
+                "(for another set, give data.path, a folder with its .ts files)"
+            )
+        frame, labels = load_UCR_UEA_dataset(name, split=split, return_type="nested_univ")
+    else:
+        file_name = f"{name}_{split.upper()}.ts"
+        candidates = [Path(path) / file_name, Path(path) / name / file_name]
+        file = next((c for c in candidates if c.is_file()), None)
+        if file is None:
+            raise FileNotFoundError(
+                f"data: {file_name} is in neither {candidates[0].parent}/ nor "
+                f"{candidates[1].parent}/; put the set's .ts files (UCR/UEA archive format) there"
+            )
+        try:
+            frame, labels = load_from_tsfile(str(file), return_data_type="nested_univ")
+        except Exception as err:  # sktime's parser raises anything from IOError to TypeError
+            raise ValueError(
+                f"data: {file} is not a readable .ts file ({type(err).__name__}: {err}); check "
+                "its @-header lines and data rows against the UCR/UEA .ts format"
+            ) from None
     series = [np.stack([cell.to_numpy(dtype=np.float64) for cell in row]) for row in frame.values]
     return series, np.asarray(labels, dtype=str)
 
@@ -82,6 +105,9 @@ class UCRDataModule(TensorDataModule):
     Args:
         name: the set, e.g. GunPoint, ItalyPowerDemand, BasicMotions (an unknown name lists
             the bundled ones).
+        path: folder with the set's ``NAME_TRAIN.ts`` and ``NAME_TEST.ts`` files (or a
+            ``NAME/`` folder holding them, as in the UCR/UEA archive), to read a set sktime
+            does not bundle; None: the bundled sets.
         batch_size: samples per batch.
         seed: seed of the validation split and of the shuffle order.
         val_fraction: share of the official training set held out for validation.
@@ -94,6 +120,7 @@ class UCRDataModule(TensorDataModule):
     def __init__(
         self,
         name: str = "GunPoint",
+        path: str | None = None,
         batch_size: int = 16,
         seed: int = 0,
         val_fraction: float = 0.1,
@@ -104,10 +131,14 @@ class UCRDataModule(TensorDataModule):
         if not 0 < val_fraction < 1:
             raise ValueError(f"data.val_fraction must lie in (0, 1), got {val_fraction}")
         self.name = name
+        self.path = path
         self.val_fraction = val_fraction
         self.normalise = normalise
-        self.train_series, train_labels = load_ucr_split(name, "train")
-        self.test_series, test_labels = load_ucr_split(name, "test")
+        self.train_series, train_labels = load_ucr_split(name, "train", path)
+        self.test_series, test_labels = load_ucr_split(name, "test", path)
+        if not self.train_series or not self.test_series:
+            empty = "train" if not self.train_series else "test"
+            raise ValueError(f"data: the {empty} split of {name!r} holds no series")
         self.encoder = LabelEncoder().fit(train_labels)
         unseen = sorted(set(test_labels) - set(self.encoder.classes_))
         if unseen:
