@@ -59,6 +59,10 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
+        # The training loader's generator lives as long as the data module, so that a checkpoint
+        # can hold its state (RandomStateCheckpoint) and a resumed run draws the batches an
+        # uninterrupted one would.
+        self.train_generator = torch.Generator().manual_seed(seed)
         self.splits: dict[str, Dataset] = {}
         self.indices: dict[str, np.ndarray] = {}  # positions in the source data, where known
 
@@ -74,7 +78,7 @@ class TensorDataModule(pl.LightningDataModule):
             self.splits = splits
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = self.train_generator if shuffle else torch.Generator().manual_seed(self.seed)
         return DataLoader(
             self.splits[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,

@@ -17,7 +17,9 @@ class Task(pl.LightningModule):
     """Base of the tasks: builds ``self.net`` with ``create_model`` and configures AdamW.
 
     Subclasses save their hyperparameters, which must include ``lr``, ``weight_decay`` and
-    ``warmup_epochs``.
+    ``warmup_epochs`` (checked by ``check_optimiser_options``), name the validation metric that
+    picks the best checkpoint in ``checkpoint_metric``, and turn ``predict_step`` outputs into
+    rows of ``predictions.csv`` in ``prediction_rows``.
 
     Args:
         arch: registered model name.
@@ -25,9 +27,30 @@ class Task(pl.LightningModule):
         **model_kwargs: the data-dependent options the CLI links from the data module.
     """
 
+    checkpoint_metric: tuple[str, str] = ("val/acc", "max")  # (metric, "max" or "min")
+
     def __init__(self, arch: str, arch_args: dict[str, Any] | None, **model_kwargs: Any) -> None:
         super().__init__()
+        if arch_args is not None and not isinstance(arch_args, dict):
+            raise ValueError(
+                f"model.arch_args must be a mapping of {arch}'s options, such as "
+                f"{{width: 32}}, got {arch_args!r}"
+            )
         self.net: nn.Module = create_model(arch, **model_kwargs, **(arch_args or {}))
+
+    @staticmethod
+    def check_optimiser_options(lr: float, weight_decay: float, warmup_epochs: int) -> None:
+        """ValueError naming the option if the optimiser's settings are out of range."""
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"model.lr must be a positive number, got {lr}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"model.weight_decay must be >= 0, got {weight_decay}")
+        if warmup_epochs < 0:
+            raise ValueError(f"model.warmup_epochs must be >= 0, got {warmup_epochs}")
+
+    def prediction_rows(self, outputs: list[Any], datamodule: Any) -> list[dict[str, Any]]:
+        """The rows of ``predictions.csv`` from the ``predict_step`` outputs, in order."""
+        raise NotImplementedError
 
     @property
     def num_parameters(self) -> int:
@@ -42,6 +65,12 @@ class Task(pl.LightningModule):
         nfe = getattr(self.net, "nfe", None)
         if nfe is not None:
             self.log(f"{split}/nfe", float(nfe), on_step=split == "train", on_epoch=True)
+
+    def configure_model(self) -> None:
+        # Lightning converts a model to a "-true" precision (e.g. 64-true) only after it has
+        # loaded a checkpoint into it; converting here, before the load, keeps float64
+        # weights exact when a run resumes (the conversion is idempotent).
+        self.trainer.precision_plugin.convert_module(self)
 
     def on_fit_start(self) -> None:
         for logger in self.loggers:
