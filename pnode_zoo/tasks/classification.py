@@ -37,6 +37,9 @@ class Classifier(Task):
         warmup_epochs: int = 0,
         label_smoothing: float = 0.0,
     ) -> None:
+        self.check_optimiser_options(lr, weight_decay, warmup_epochs)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
         super().__init__(
             arch, arch_args, num_classes=num_classes, input_shape=tuple(input_shape)
         )
@@ -68,5 +71,29 @@ class Classifier(Task):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         self._step(batch, "test")
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        return self(batch[0]).argmax(dim=-1)
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor],
+                     batch_idx: int) -> dict[str, torch.Tensor]:
+        inputs, labels = batch
+        probability, prediction = self(inputs).softmax(dim=-1).max(dim=-1)
+        return {"target": labels, "prediction": prediction, "probability": probability}
+
+    def prediction_rows(self, outputs: list[dict[str, torch.Tensor]],
+                        datamodule: Any) -> list[dict[str, Any]]:
+        """One row per sample: ``sample`` (its position in the predicted split), ``index`` (in
+        the source data, where the data module knows it), ``target``, ``prediction`` (class
+        indices), ``probability`` (of the predicted class) and ``class`` (its name, where the
+        data module has ``classes``)."""
+        columns = {key: torch.cat([o[key] for o in outputs]).tolist() for key in outputs[0]}
+        indices = getattr(datamodule, "indices", {}).get("test")
+        classes = getattr(datamodule, "classes", None)
+        rows = []
+        for sample, (target, prediction, probability) in enumerate(
+                zip(columns["target"], columns["prediction"], columns["probability"], strict=True)):
+            row: dict[str, Any] = {"sample": sample}
+            if indices is not None and len(indices) >= len(columns["target"]):
+                row["index"] = int(indices[sample])
+            row.update(target=target, prediction=prediction, probability=round(probability, 6))
+            if classes is not None:
+                row["class"] = classes[prediction]
+            rows.append(row)
+        return rows

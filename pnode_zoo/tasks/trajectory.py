@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 from matplotlib.figure import Figure
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from pnode_zoo.tasks.base import Task
+from pnode_zoo.tasks.checkpoints import best_and_last
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -25,7 +26,7 @@ class TrajectoryRegressor(Task):
     ``times[1:]`` from the history ending at ``times[0]``. Metrics are on the data module's
     standardised scale. At the end of a test, a plot of forecasts against the data is saved as
     ``test_forecast.png`` in the run directory (and logged to W&B when W&B is the logger).
-    The best checkpoint is chosen by the lowest validation MSE.
+    The best checkpoint is chosen by the lowest validation MSE (``checkpoint_metric``).
 
     Args:
         arch: registered trajectory model, e.g. ``trajectory_node``.
@@ -38,6 +39,8 @@ class TrajectoryRegressor(Task):
         plot_windows: test windows drawn in the forecast plot.
     """
 
+    checkpoint_metric = ("val/mse", "min")
+
     def __init__(
         self,
         arch: str = "trajectory_node",
@@ -49,6 +52,7 @@ class TrajectoryRegressor(Task):
         warmup_epochs: int = 0,
         plot_windows: int = 4,
     ) -> None:
+        self.check_optimiser_options(lr, weight_decay, warmup_epochs)
         super().__init__(arch, arch_args, input_shape=tuple(input_shape), times=tuple(times))
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict(
@@ -84,8 +88,27 @@ class TrajectoryRegressor(Task):
             keep = self.hparams.plot_windows
             self.plotted = [t[:keep].detach().cpu() for t in (*batch, forecast)]
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self(batch[0])
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        history, target = batch
+        return {"target": target, "forecast": self(history)}
+
+    def prediction_rows(self, outputs: list[dict[str, torch.Tensor]],
+                        datamodule: Any) -> list[dict[str, Any]]:
+        """One row per window, forecast step and state component: ``sample`` (the window's
+        position in the predicted split), ``step`` (1 .. horizon), ``time`` (from the forecast
+        origin), ``component``, ``target`` and ``forecast`` (on the data module's standardised
+        scale)."""
+        target = torch.cat([o["target"] for o in outputs])
+        forecast = torch.cat([o["forecast"] for o in outputs])
+        times = self.hparams.times
+        return [
+            {"sample": sample, "step": step + 1, "time": times[step + 1], "component": component,
+             "target": round(float(target[sample, step, component]), 6),
+             "forecast": round(float(forecast[sample, step, component]), 6)}
+            for sample in range(target.shape[0])
+            for step in range(target.shape[1])
+            for component in range(target.shape[2])
+        ]
 
     def setup(self, stage: str) -> None:
         data_times = getattr(self.trainer.datamodule, "times", None)
@@ -129,18 +152,13 @@ class TrajectoryRegressor(Task):
         return figure
 
     def run_dir(self) -> Path:
-        """The run's directory: the checkpoint folder's parent, else the trainer's log dir."""
-        checkpoint = self.trainer.checkpoint_callback
-        if checkpoint is not None and checkpoint.dirpath:
-            return Path(checkpoint.dirpath).parent
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        """The run's directory (the CLI makes it the trainer's ``default_root_dir``)."""
+        return Path(self.trainer.default_root_dir)
 
     def configure_callbacks(self) -> list[Callback]:
-        """Replace the trainer's checkpoint callback (by validation accuracy) with one that
-        keeps the best checkpoint by validation MSE."""
-        if self.trainer.checkpoint_callback is None:
-            return []
-        return [ModelCheckpoint(
-            monitor="val/mse", mode="min", filename="epoch{epoch:03d}-val_mse{val/mse:.4f}",
-            auto_insert_metric_name=False, save_last=True,
-        )]
+        """Where the trainer has only Lightning's default checkpointing (unmonitored, unnamed),
+        keep the best checkpoint by validation MSE instead (the CLI sets this up itself)."""
+        callbacks = self.trainer.checkpoint_callbacks
+        default = (len(callbacks) == 1 and callbacks[0].monitor is None
+                   and callbacks[0].filename is None and callbacks[0].save_last is None)
+        return [best_and_last(*self.checkpoint_metric)] if default else []
