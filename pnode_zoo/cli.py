@@ -10,29 +10,16 @@ import inspect
 import netrc
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-USAGE = """\
-usage: python -m pnode_zoo {fit,validate,test,predict,models} ...
-
-pnode_zoo: a model zoo of parallel-in-time (parareal) neural ODEs on PyTorch Lightning.
-
-subcommands:
-  fit        train a model (no arguments: the default NODE on scikit-learn's 8x8 digits),
-             then test the best checkpoint
-  validate   evaluate on the validation split (--ckpt_path to pick weights)
-  test       evaluate on the test split (--ckpt_path to pick weights)
-  predict    predict the test split (--ckpt_path to pick weights)
-  models     list the registered models; `models NAME` shows one model's options
-
-`python -m pnode_zoo fit --help` lists every option with its documentation;
-`--config configs/<task>/<model>.yaml` loads a configuration, `--print_config` shows one.
-Set PNODE_ZOO_DEBUG=1 to see full tracebacks.
-"""
 
 
 class UserInputError(Exception):
-    """A mistake in what the user asked for; reported as one line, never a traceback."""
+    """A mistake in what the user asked for; reported as one line and exit status 2."""
+
+
+class TrainingStopped(Exception):
+    """Training or evaluation stopped on a numerical failure; one line and exit status 1."""
 
 
 def models_command(args: list[str]) -> None:
@@ -74,31 +61,77 @@ def prepare_wandb(run_dir: str) -> None:
               "(upload later with `wandb sync`).", file=sys.stderr)
 
 
-def run_lightning(args: list[str] | None) -> None:
-    """Run a LightningCLI subcommand (None: read sys.argv); user mistakes become UserInputError."""
-    from jsonargparse import ArgumentError
+def run_lightning(subcommand: str, args: list[str]) -> None:
+    """Run a LightningCLI subcommand; user mistakes surface as UserInputError.
 
+    Args:
+        subcommand: fit, validate, test or predict.
+        args: the options after the subcommand.
+    """
+    if not os.environ.get("PNODE_ZOO_DEBUG"):
+        os.environ.setdefault("WANDB_SILENT", "true")  # prepare_wandb says the one line needed
+        os.environ.setdefault("WANDB_CONSOLE", "off")  # no copy of the terminal (and its ANSI
+        # codes) in W&B's files
     from pnode_zoo.lightning_cli import PnodeCLI
 
-    try:
-        PnodeCLI(args=args)
-    except ArgumentError as err:
-        raise UserInputError(f"{err} (see `python -m pnode_zoo fit --help`)") from err
+    PnodeCLI([subcommand, *args])
+
+
+def _lightning(subcommand: str) -> Callable[[list[str]], None]:
+    return lambda args: run_lightning(subcommand, args)
+
+
+# The subcommands, in the order `--help` lists them: name -> (summary, handler of the options
+# that follow the name). Handlers import what they need, so `--help` stays fast.
+SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
+    "fit": ("train a model (no options: the default parareal ODE-Net on scikit-learn's 8x8 "
+            "digits), then test its best checkpoint", _lightning("fit")),
+    "validate": ("evaluate on the validation split (--ckpt_path PATH|last|best)",
+                 _lightning("validate")),
+    "test": ("evaluate on the test split (--ckpt_path PATH|last|best)", _lightning("test")),
+    "predict": ("predict the test split into the run's predictions.csv (--ckpt_path "
+                "PATH|last|best; --predictions.stdout true prints them)", _lightning("predict")),
+    "models": ("list the registered models; `models NAME` shows one model's options",
+               models_command),
+}
+
+
+def usage() -> str:
+    """The text of ``python -m pnode_zoo --help``."""
+    lines = [
+        f"usage: python -m pnode_zoo {{{','.join(SUBCOMMANDS)}}} ...",
+        "",
+        "pnode_zoo: a model zoo of parallel-in-time (parareal) neural ODEs on PyTorch Lightning.",
+        "",
+        "subcommands:",
+    ]
+    lines += [f"  {name:<10} {summary}" for name, (summary, _) in SUBCOMMANDS.items()]
+    lines += [
+        "",
+        "`python -m pnode_zoo fit --help` lists every option with its documentation;",
+        "`--config configs/<task>/<model>.yaml` loads a configuration, `--print_config` shows one.",
+        "Each command writes into its own run directory, runs/<data>-<model>/<id>/.",
+        "Set PNODE_ZOO_DEBUG=1 to see full tracebacks and every library message.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m pnode_zoo`` and the ``pnode-zoo`` script."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
+        print(usage())
         return
+    from pnode_zoo.suggest import did_you_mean
+
     try:
-        if args[0] == "models":
-            models_command(args[1:])
-        else:
-            run_lightning(argv)
-    except UserInputError as err:
+        if args[0] not in SUBCOMMANDS:
+            raise UserInputError(f"unknown subcommand {args[0]!r}"
+                                 f"{did_you_mean(args[0], SUBCOMMANDS)}; see "
+                                 "`python -m pnode_zoo --help`")
+        SUBCOMMANDS[args[0]][1](args[1:])
+    except (UserInputError, TrainingStopped) as err:
         if os.environ.get("PNODE_ZOO_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if isinstance(err, UserInputError) else 1)
