@@ -41,6 +41,7 @@ from pytorch_lightning.strategies.launchers import (
     _SubprocessScriptLauncher,
 )
 from torch import nn
+from torch.distributed import distributed_c10d
 
 from pnode_zoo.distributed.communicator import TimeGroup, create_groups
 
@@ -65,7 +66,10 @@ class TimeParallelStrategy(DDPStrategy):
         time_parallel_size: ranks per time group, P_time (None: the whole world). Must divide
             devices x num_nodes and every parareal block's ``num_slices``.
         timeout: collective timeout in seconds: how long a rank waits for a failed or killed
-            peer before it gives up.
+            peer before it gives up, once every rank has started.
+        startup_timeout: how long the ranks wait for each other to start (the rendezvous), in
+            seconds; at least ``timeout``. Starting a rank (imports, data) can take far longer
+            than a collective on a busy machine or across nodes.
         start_method: ``"popen"`` (re-run the command for each rank) or ``"spawn"``.
         kwargs: passed on to ``DDPStrategy`` (and from there to DistributedDataParallel).
     """
@@ -76,14 +80,19 @@ class TimeParallelStrategy(DDPStrategy):
         self,
         time_parallel_size: int | None = None,
         timeout: float = 1800.0,
+        startup_timeout: float = 300.0,
         start_method: Literal["popen", "spawn"] = "popen",
         **kwargs: Any,
     ) -> None:
         if time_parallel_size is not None and time_parallel_size < 1:
             raise ValueError(f"time_parallel_size must be >= 1, got {time_parallel_size}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+        if not (timeout > 0 and startup_timeout > 0):
+            raise ValueError(
+                f"timeout and startup_timeout must be positive numbers of seconds, got {timeout} "
+                f"and {startup_timeout}"
+            )
         super().__init__(timeout=timedelta(seconds=timeout), start_method=start_method, **kwargs)
+        self.startup_timeout = timedelta(seconds=max(timeout, startup_timeout))
         self.time_parallel_size = time_parallel_size
         self.time_group: TimeGroup | None = None
 
@@ -140,8 +149,15 @@ class TimeParallelStrategy(DDPStrategy):
         super().setup_environment()
 
     def setup_distributed(self) -> None:
-        super().setup_distributed()
-        self.time_group, _ = create_groups(self.time_size, self._timeout)
+        # Lightning initialises the world with one timeout for the rendezvous and every later
+        # collective: start with the generous one, then bound the collectives by `timeout`.
+        collective, self._timeout = self._timeout, self.startup_timeout
+        try:
+            super().setup_distributed()
+        finally:
+            self._timeout = collective
+        distributed_c10d.set_timeout(collective)
+        self.time_group, _ = create_groups(self.time_size, collective)
 
     def setup(self, trainer: pl.Trainer) -> None:
         self.check(self.lightning_module)

@@ -11,7 +11,6 @@ gradient. Rank 0 writes {"TIME_SIZE:CASE": max difference over ranks} to OUT.jso
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import timedelta
 
@@ -82,12 +81,13 @@ def run(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Ten
     return out.detach(), [p.grad.clone() for p in model.parameters()], x.grad
 
 
-def worker(rank: int, world: int, port: int, specs: list[str], path: str) -> None:
+def worker(rank: int, world: int, store: str, specs: list[str], path: str) -> None:
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
-    timeout = timedelta(seconds=60)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world, timeout=timeout)
+    timeout = timedelta(seconds=300)  # generous: a loaded machine starts ranks slowly
+    # A file store: no port to pick, so two copies of the suite never clash.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=timeout)
     sizes = sorted({int(spec.split(":")[0]) for spec in specs})
     time_groups = {size: create_groups(size, timeout)[0] for size in sizes}
     errors = {}
@@ -118,7 +118,7 @@ def worker(rank: int, world: int, port: int, specs: list[str], path: str) -> Non
 
 if __name__ == "__main__":
     world_size, output = int(sys.argv[1]), sys.argv[2]
-    free_port = int(os.environ.get("PNODE_TEST_PORT", "29517"))
+    store = f"{output}.store"  # a fresh file beside the output, in the test's own folder
     # fork: the ranks inherit the imported modules (imports take seconds here)
-    mp.start_processes(worker, (world_size, free_port, sys.argv[3:], output),
+    mp.start_processes(worker, (world_size, store, sys.argv[3:], output),
                        nprocs=world_size, start_method="fork")

@@ -66,7 +66,7 @@ def test_check_accepts_data_parallel_without_a_block() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="time_parallel_size must be >= 1"):
         TimeParallelStrategy(time_parallel_size=0)
-    with pytest.raises(ValueError, match="timeout must be a positive"):
+    with pytest.raises(ValueError, match="timeout and startup_timeout must be positive"):
         TimeParallelStrategy(timeout=0)
 
 
