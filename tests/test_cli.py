@@ -1,9 +1,9 @@
 """The command line, run as a user would: in a subprocess, offline, in a fresh directory."""
 
-import csv
 import inspect
 
 import pytest
+from clitools import read_metrics, run_dirs
 
 from pnode_zoo.data import UCRDataModule
 
@@ -52,46 +52,116 @@ def test_fit_trains_tests_and_is_reproducible(cli, tmp_path):
     first = cli(args)
     assert first.returncode == 0, first.stderr
     assert "test/acc" in first.stdout
-    checkpoints = list((tmp_path / "out").rglob("*.ckpt"))
-    assert checkpoints and all(c.parent.name == "checkpoints" for c in checkpoints)
     assert cli(args).returncode == 0
-    assert not (tmp_path / "runs").exists()  # the logger follows default_root_dir
-    runs = sorted((tmp_path / "out").rglob("metrics.csv"))
-    assert len(runs) == 2
-    first_rows, second_rows = (list(csv.DictReader(r.open())) for r in runs)
+    assert not (tmp_path / "runs").exists()  # everything follows default_root_dir
+    runs = run_dirs(tmp_path, "out")
+    assert len(runs) == 2 and runs[0].parent == runs[1].parent  # out/<name>/<id>, one per run
+    for run in runs:
+        names = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+        assert {"config.yaml", "checkpoints/last.ckpt", "logs/version_0/metrics.csv"} <= names
+        (best,) = [n for n in names if n.startswith("checkpoints/best-epoch000-val_acc")]
+    first_rows, second_rows = (read_metrics(r / "logs/version_0/metrics.csv") for r in runs)
     assert first_rows == second_rows
     assert any(row.get("test/acc") for row in first_rows)
 
 
 @pytest.mark.slow
-def test_wandb_runs_offline_without_key_and_keeps_files_in_run_dir(cli, tmp_path):
-    result = cli(["fit", *FAST], env={"WANDB_MODE": None})
+def test_wandb_offline_is_one_line_and_the_output_is_quiet(cli, tmp_path):
+    result = cli(["fit", *FAST], env={"WANDB_MODE": None, "COLUMNS": "100"})
     assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert sum("W&B" in line or "wandb" in line.lower() for line in lines) == 1
     assert "W&B: no API key found, logging offline" in result.stderr
-    assert list((tmp_path / "runs/wandb").glob("offline-run-*/run-*.wandb"))
+    (run,) = run_dirs(tmp_path)
+    assert lines[:2] == [line for line in lines if line.startswith(("W&B:", "run directory:"))]
+    for noise in ("Tip:", "deprecated", "GPU available", "Seed set", "LeafSpec", "litlogger"):
+        assert noise not in result.stderr + result.stdout
+    assert list(run.glob("wandb/offline-run-*/run-*.wandb"))
     assert not (tmp_path / ".cache" / "wandb").exists()
     assert not (tmp_path / ".config" / "wandb").exists()
+    for path in tmp_path.rglob("*"):  # no terminal escape codes in any file the run wrote
+        if path.is_file() and path.suffix in {".log", ".txt", ".yaml", ".csv", ".json"}:
+            assert "\x1b[" not in path.read_text(errors="replace"), path
+
+
+def test_fit_help_leads_with_model_and_data(cli):
+    result = cli(["fit", "--help"])
+    assert result.returncode == 0
+    options = [line.split()[0] for line in result.stdout.splitlines()
+               if line.startswith("  --")]
+    firsts = [o for o in options if o.startswith(("--model", "--data", "--trainer"))]
+    assert firsts[0].startswith("--model") and firsts[1].startswith("--data"), firsts[:3]
+    assert result.stdout.splitlines()[0].startswith("usage: python -m pnode_zoo fit [--config")
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--model.arch=nope"], "unknown model 'nope'"),
-        (["--no_such_key=1"], "unrecognized arguments: --no_such_key"),
-        (["--config", "missing.yaml"], "File does not exist"),
+        (["--model.arch=odenet_paralel"], "(did you mean odenet_parareal?)"),
+        (["--no_such_key=1"], "unknown option --no_such_key"),
+        (["--trainer.max_epoch=1"], "unknown option --trainer.max_epoch (did you mean "
+                                    "--trainer.max_epochs?)"),
+        (["--model.lrr=0.1"], "Classifier has no option 'lrr' (did you mean lr?)"),
+        (["--model=Classifer"], "no class named 'Classifer' (did you mean Classifier?)"),
+        (["--model.arch_args={widht: 32}"], "has no option 'widht' (did you mean width?)"),
+        (["--data.batch_size=abc"], "--data.batch_size: expected int, got abc"),
+        (["--trainer.max_epochs=abc"], "--trainer.max_epochs: expected int or null, got abc"),
+        (["--model.arch_args={width: x}"], "option width must be an integer"),
+        (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
+        (["--config", "empty.yaml"], "config file empty.yaml is empty"),
+        (["--config", "broken.yaml"], "config file broken.yaml is not valid YAML at line 2"),
+        (["--config", "list.yaml"], "holds a list, not a mapping"),
+        (["--config", "typo.yaml"], "unknown option --trainer.max_epoch in the config (did you "
+                                    "mean --trainer.max_epochs?)"),
         (["--trainer.max_epochs=-3"], "max_epochs"),
         (["--data.batch_size=0"], "data.batch_size must be at least 1"),
+        (["--model.lr=-1"], "model.lr must be a positive number"),
+        (["--model.label_smoothing=1.5"], "model.label_smoothing must lie in [0, 1)"),
+        (["--model.arch_args={t1: -1.0}"], "t1"),
+        (["--data.test_fraction=0.95"], "must lie in (0, 1) and sum below 1"),
+        (["--data=UCRDataModule", "--data.name=GunPoin"], "(did you mean GunPoint?)"),
+        (["--data=FashionMNISTDataModule", "--data.root=nowhere"], "put train-images-idx3-ubyte"),
+        (["--ckpt_path=missing.ckpt"], "checkpoint missing.ckpt does not exist"),
+        (["--ckpt_path=best"], "no run of 'digits-odenet_parareal' with a checkpoint"),
     ],
+    ids=["unknown_model", "model_close_match", "unknown_option", "option_prefix",
+         "unknown_task_option", "unknown_class", "unknown_model_option", "wrong_type_data",
+         "wrong_type_trainer", "wrong_type_model_option", "missing_config", "empty_config",
+         "invalid_yaml", "config_not_mapping", "unknown_key_in_config", "negative_epochs",
+         "batch_size_range", "lr_range", "label_smoothing_range", "t1_le_t0", "fractions_range",
+         "unknown_ucr_set", "missing_data_files", "missing_checkpoint", "no_run_for_best"],
 )
-def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
-    result = cli(["fit", "--trainer.logger=false", *args])
-    assert result.returncode == 2
+def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(cli_here, tmp_path, args, message):
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "broken.yaml").write_text("trainer:\n  max_epochs: [1\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "typo.yaml").write_text("trainer:\n  max_epoch: 3\n")
+    before = set(tmp_path.rglob("*"))
+    result = cli_here(["fit", "--trainer.logger=false", *args])
+    assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0]
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "runs").exists()
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == errors  # nothing else printed
+    assert set(tmp_path.rglob("*")) == before  # nothing written: no run directory
+
+
+def test_a_refusal_in_a_real_process_is_one_line_and_exit_2(cli, tmp_path):
+    result = cli(["fit", "--trainer.max_epoch=1"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown option --trainer.max_epoch (did you mean --trainer.max_epochs?) "
+        "(see `python -m pnode_zoo fit --help`)"]
+    # HOME is tmp_path here: libraries may make their caches (.cache, .config); nothing else
+    assert not [path for path in tmp_path.iterdir() if not path.name.startswith(".")]
 
 
 def test_unknown_model_name_in_models_subcommand(cli):
     result = cli(["models", "nope"])
     assert result.returncode == 2 and "unknown model 'nope'" in result.stderr
+
+
+def test_unknown_subcommand_suggests_the_close_one(cli):
+    result = cli(["tset"])
+    assert result.returncode == 2 and "unknown subcommand 'tset' (did you mean test?)" in (
+        result.stderr)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from clitools import missing_data
 
 from pnode_zoo.data.images import FASHION_MNIST_SYSTEM_DIR
 
@@ -31,7 +32,7 @@ def test_there_are_configs_for_every_task():
 def test_config_fits_a_few_batches(cli, config):
     reason = needs_missing_files(config)
     if reason:
-        pytest.skip(reason)
+        missing_data(reason)
     result = cli(["fit", "--config", str(config), *SHORT])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/" in result.stdout  # fit ends with the test of the best checkpoint
