@@ -121,7 +121,7 @@ def test_fit_help_leads_with_model_and_data(cli):
         (["--model.arch_args={t1: -1.0}"], "t1"),
         (["--data.test_fraction=0.95"], "must lie in (0, 1) and sum below 1"),
         (["--data=UCRDataModule", "--data.name=GunPoin"], "(did you mean GunPoint?)"),
-        (["--data=FashionMNISTDataModule", "--data.root=nowhere"], "put train-images-idx3-ubyte"),
+        (["--data=MNISTDataModule", "--data.root=nowhere"], "put train-images-idx3-ubyte"),
         (["--ckpt_path=missing.ckpt"], "checkpoint missing.ckpt does not exist"),
         (["--ckpt_path=best"], "no run of 'digits-odenet_parareal' with a checkpoint"),
     ],
