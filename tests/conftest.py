@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from clitools import missing_data, run_cli
 
 from pnode_zoo.cli import main
@@ -21,8 +22,8 @@ def cli(tmp_path: Path):
 
 @pytest.fixture
 def cli_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """Like ``cli``, but in this process: for commands refused before any training starts
-    (a second process costs seconds of imports per call). Returns a CompletedProcess."""
+    """Like ``cli``, but in this process (a second process costs seconds of imports per call),
+    for commands that start no other process. Returns a CompletedProcess."""
     for variable in [v for v in os.environ if v.startswith(("WANDB_", "PNODE_ZOO_"))]:
         monkeypatch.delenv(variable)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -30,11 +31,19 @@ def cli_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     monkeypatch.chdir(tmp_path)
 
     def run(args: list[str]) -> subprocess.CompletedProcess:
+        environment = dict(os.environ)  # Lightning and W&B set variables of their own
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        threads = torch.get_num_threads()
         code = 0
         try:
             main(args)
         except SystemExit as exit:
             code = exit.code
+        finally:
+            os.environ.clear()
+            os.environ.update(environment)
+            torch.use_deterministic_algorithms(deterministic)
+            torch.set_num_threads(threads)
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(args, code, out, err)
 
