@@ -119,7 +119,7 @@ def _subclass_names(base_path: str) -> list[str]:
     """Names of the imported subclasses of ``base_path`` (what a short class name may be)."""
     try:
         base = _import(base_path)
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, ValueError):
         return []
     found, todo = set(), [base]
     while todo:
@@ -172,8 +172,12 @@ def explain_argument_error(message: str, options: list[str]) -> str:
         return (f"unknown option --{key}.{match.group(1)}: {cls.__name__} has no option "
                 f"{match.group(1)!r}{did_you_mean(match.group(1), accepted)}; its options: "
                 f"{', '.join(accepted)}")
-    if match := re.search(r"Expected a dot import path string: (\S+)", message):
-        subtypes = re.search(r"Subtypes: \[<class '([\w.]+)'>", message)
+    nested = re.search(r"NestedArg\(key='([^']*)'", message)
+    if (match := re.search(r"Expected a dot import path string: (\S+)", message)) and nested:
+        return (f"--{key}.{nested.group(1)}: options of --{key} need its class name, not "
+                f"{match.group(1)!r} (e.g. --trainer.strategy=TimeParallelStrategy)")
+    if match:
+        subtypes = re.search(r"Subtypes: \[.*?<class '(\w+\.[\w.]+)'>", message)
         choices = _subclass_names(subtypes.group(1)) if subtypes else []
         known = f"; known: {', '.join(choices)}" if choices else ""
         return (f"--{key}: no class named {match.group(1)!r}"

@@ -89,8 +89,8 @@ def test_fit_help_leads_with_model_and_data(cli):
     assert result.returncode == 0
     options = [line.split()[0] for line in result.stdout.splitlines()
                if line.startswith("  --")]
-    firsts = [o for o in options if o.startswith(("--model", "--data", "--trainer"))]
-    assert firsts[0].startswith("--model") and firsts[1].startswith("--data"), firsts[:3]
+    groups = [o.split(".")[0] for o in options if o.startswith(("--model", "--data", "--trainer"))]
+    assert list(dict.fromkeys(groups)) == ["--model", "--data", "--trainer"], groups
     assert result.stdout.splitlines()[0].startswith("usage: python -m pnode_zoo fit [--config")
 
 
@@ -110,7 +110,7 @@ def test_fit_help_leads_with_model_and_data(cli):
         (["--model.arch_args={width: x}"], "option width must be an integer"),
         (["--config", "missing.yaml"], "config file missing.yaml does not exist"),
         (["--config", "empty.yaml"], "config file empty.yaml is empty"),
-        (["--config", "broken.yaml"], "config file broken.yaml is not valid YAML at line 2"),
+        (["--config", "broken.yaml"], "config file broken.yaml is not valid YAML at line 3"),
         (["--config", "list.yaml"], "holds a list, not a mapping"),
         (["--config", "typo.yaml"], "unknown option --trainer.max_epoch in the config (did you "
                                     "mean --trainer.max_epochs?)"),
@@ -124,13 +124,16 @@ def test_fit_help_leads_with_model_and_data(cli):
         (["--data=MNISTDataModule", "--data.root=nowhere"], "put train-images-idx3-ubyte"),
         (["--ckpt_path=missing.ckpt"], "checkpoint missing.ckpt does not exist"),
         (["--ckpt_path=best"], "no run of 'digits-odenet_parareal' with a checkpoint"),
+        (["--trainer.strategy=time_parallel", "--trainer.strategy.timeout=60"],
+         "options of --trainer.strategy need its class name, not 'time_parallel'"),
     ],
     ids=["unknown_model", "model_close_match", "unknown_option", "option_prefix",
          "unknown_task_option", "unknown_class", "unknown_model_option", "wrong_type_data",
          "wrong_type_trainer", "wrong_type_model_option", "missing_config", "empty_config",
          "invalid_yaml", "config_not_mapping", "unknown_key_in_config", "negative_epochs",
          "batch_size_range", "lr_range", "label_smoothing_range", "t1_le_t0", "fractions_range",
-         "unknown_ucr_set", "missing_data_files", "missing_checkpoint", "no_run_for_best"],
+         "unknown_ucr_set", "missing_data_files", "missing_checkpoint", "no_run_for_best",
+         "strategy_options_by_name"],
 )
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(cli_here, tmp_path, args, message):
     (tmp_path / "empty.yaml").write_text("")

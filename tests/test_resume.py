@@ -25,7 +25,7 @@ FIT = ["fit", "--config", str(REPO / "configs" / "digits" / "node_parareal.yaml"
        f"--trainer.limit_train_batches={STEPS_PER_EPOCH}", "--trainer.limit_val_batches=2",
        "--trainer.limit_test_batches=3", "--trainer.log_every_n_steps=1",
        "--trainer.logger=CSVLogger", "--trainer.logger.flush_logs_every_n_steps=1"]
-TWO_RANKS = ["--trainer.strategy=time_parallel", "--trainer.devices=2",
+TWO_RANKS = ["--trainer.strategy=TimeParallelStrategy", "--trainer.devices=2",
              "--trainer.strategy.timeout=60"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two threads crawl on busy shared cores
 
