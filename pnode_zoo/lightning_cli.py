@@ -261,6 +261,7 @@ class PnodeCLI(LightningCLI):
         self.created: list[Path] = []  # folders this command made, removed if it is refused
         self.checkpoint: dict[str, Any] | None = None
         self.checkpoint_path: Path | None = None
+        self.notes: list[str] = []  # printed once every check has passed
         self.default_checkpoint = best_and_last(*Task.checkpoint_metric)
         # allow_abbrev: argparse would take --trainer.max_epoch for --trainer.max_epochs
         strict = {"exit_on_error": False, "allow_abbrev": False}
@@ -399,9 +400,7 @@ class PnodeCLI(LightningCLI):
             return runs.find_checkpoint(config.trainer.default_root_dir or RUN_ROOT, name, given)
         except FileNotFoundError:
             if subcommand == "fit" and given == "last":  # as in Lightning: nothing to resume
-                if rank_zero_only.rank == 0:
-                    print(f"note: no earlier run of {name} to resume; starting a new one",
-                          file=sys.stderr)
+                self.notes.append(f"note: no earlier run of {name} to resume; starting a new one")
                 return None
             raise
 
@@ -431,9 +430,9 @@ class PnodeCLI(LightningCLI):
                        if key in used and used[key] != value]
         if model.class_path != saved["class_path"]:
             differences.insert(0, f"{model.class_path} (checkpoint: {saved['class_path']})")
-        if differences:
-            print(f"note: the command's model differs from the checkpoint's: "
-                  f"{'; '.join(differences)}", file=sys.stderr)
+        if differences:  # said once the command is known to run (a refusal says only why)
+            self.notes.append(f"note: the command's model differs from the checkpoint's: "
+                              f"{'; '.join(differences)}")
 
     # -- the run directory --------------------------------------------------------------------
 
@@ -503,6 +502,8 @@ class PnodeCLI(LightningCLI):
                 # Lightning passes anonymous=None, which wandb 0.31 warns about at every start.
                 logger._wandb_init.pop("anonymous", None)
                 prepare_wandb(str(self.run_dir))
+        for note in self.notes:
+            print(note, file=sys.stderr)
         print(f"run directory: {self.run_dir}", file=sys.stderr)
 
     def _configure_checkpoints(self) -> None:
