@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-from pytorch_lightning import LightningDataModule, LightningModule
+import yaml
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 import pnode_zoo.data  # imported so --data=ShortName resolves
 import pnode_zoo.tasks  # noqa: F401  (imported so --model=ShortName resolves)
 from pnode_zoo.cli import UserInputError, prepare_wandb
 from pnode_zoo.distributed.strategy import check_before_launch  # also registers time_parallel
+from pnode_zoo.tasks.monitor import RunMonitor
 
 RUN_DIR = "runs"
 DEFAULT_DATA = "pnode_zoo.data.DigitsDataModule"
@@ -36,6 +39,21 @@ def root_cause(err: BaseException) -> BaseException:
     return err
 
 
+class SaveConfigToLoggers(SaveConfigCallback):
+    """Save ``config.yaml`` in the run directory and the whole configuration in the loggers'
+    hyperparameters (W&B's run config), under ``cli``."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"cli": config})
+
+
+def wandb_offline() -> bool:
+    """Whether W&B will not reach its server (``WANDB_MODE`` offline or disabled)."""
+    return os.environ.get("WANDB_MODE", "online") in ("offline", "dryrun", "disabled")
+
+
 class PnodeCLI(LightningCLI):
     """LightningCLI with pnode_zoo's defaults: a NODE on digits, W&B logging, rich output."""
 
@@ -47,6 +65,7 @@ class PnodeCLI(LightningCLI):
             subclass_mode_data=True,
             seed_everything_default=0,
             auto_configure_optimizers=False,
+            save_config_callback=SaveConfigToLoggers,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
                 "default_root_dir": RUN_DIR,
@@ -55,7 +74,7 @@ class PnodeCLI(LightningCLI):
                 "deterministic": True,
                 "logger": {
                     "class_path": "pytorch_lightning.loggers.WandbLogger",
-                    "init_args": {"project": "pnode_zoo", "save_dir": RUN_DIR},
+                    "init_args": {"project": "pnode_zoo", "save_dir": RUN_DIR, "log_model": True},
                 },
                 "callbacks": [checkpoint_callback(), RichProgressBar(), RichModelSummary()],
             },
@@ -64,6 +83,7 @@ class PnodeCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RunMonitor, "monitor")  # --monitor.plot_every_n_epochs
         parser.set_defaults(
             {
                 "model": {"class_path": "pnode_zoo.tasks.Classifier"},
@@ -105,6 +125,10 @@ class PnodeCLI(LightningCLI):
                 init_args.save_dir = run_dir
             if "WandbLogger" in str(getattr(logger, "class_path", "")):
                 prepare_wandb(run_dir)
+                # Offline, checkpoints stay in the run directory instead of being copied into
+                # W&B's staging area for a later sync ("all" still logs every one).
+                if wandb_offline() and init_args.get("log_model") is True:
+                    init_args.log_model = False
 
     def instantiate_classes(self) -> None:
         try:

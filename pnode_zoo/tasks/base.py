@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from pnode_zoo.models import create_model
@@ -42,6 +43,14 @@ class Task(pl.LightningModule):
         nfe = getattr(self.net, "nfe", None)
         if nfe is not None:
             self.log(f"{split}/nfe", float(nfe), on_step=split == "train", on_epoch=True)
+
+    def figures(self, split: str) -> dict[str, Figure]:
+        """Pictures of the ``split`` ("val" or "test") epoch that just ended, by name.
+
+        Called on every rank (metrics may synchronise); ``RunMonitor`` logs them from rank 0
+        as ``{split}/{name}``. The base task has none.
+        """
+        return {}
 
     def on_fit_start(self) -> None:
         for logger in self.loggers:
