@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 USAGE = """\
-usage: python -m pnode_zoo {fit,validate,test,predict,models} ...
+usage: python -m pnode_zoo {fit,validate,test,predict,models,dashboard} ...
 
 pnode_zoo: a model zoo of parallel-in-time (parareal) neural ODEs on PyTorch Lightning.
 
@@ -24,6 +24,8 @@ subcommands:
   test       evaluate on the test split (--ckpt_path to pick weights)
   predict    predict the test split (--ckpt_path to pick weights)
   models     list the registered models; `models NAME` shows one model's options
+  dashboard  build the W&B workspace of the zoo's panels: dashboard --entity E --project P
+             (offline: write its definition to a file)
 
 `python -m pnode_zoo fit --help` lists every option with its documentation;
 `--config configs/<task>/<model>.yaml` loads a configuration, `--print_config` shows one.
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args[0] == "models":
             models_command(args[1:])
+        elif args[0] == "dashboard":
+            from pnode_zoo.dashboard import dashboard_command
+
+            dashboard_command(args[1:])
         else:
             run_lightning(argv)
     except UserInputError as err:

@@ -98,6 +98,7 @@ class RunMonitor(pl.Callback):
         self._last: list[PararealStats] = []
         self._reset_epoch()
         self._test = [0, 0]
+        self._lr: float | None = None
         self._curves: list[tuple[int, list[float], list[float]]] = []
 
     # --- set-up -----------------------------------------------------------------------------
@@ -158,6 +159,10 @@ class RunMonitor(pl.Callback):
         self._epoch_stop = self._epoch_start
         self._samples = 0
 
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         self._epoch_stop = time.perf_counter()
@@ -169,7 +174,7 @@ class RunMonitor(pl.Callback):
             self._add(stats, seconds, fine_seconds, coarse_nfe)
         every = trainer.log_every_n_steps
         if every and trainer.global_step % every == 0 and trainer.is_global_zero:
-            metrics = {panels.LEARNING_RATE: trainer.optimizers[0].param_groups[0]["lr"]}
+            metrics = {} if self._lr is None else {panels.LEARNING_RATE: self._lr}
             if calls:
                 metrics.update(self._step_metrics(self._last))
             self._log(trainer, metrics)
@@ -241,7 +246,7 @@ class RunMonitor(pl.Callback):
         if self._blocks and self._sums["calls"]:
             self._report_missed(trainer, metrics)
             self._log_residuals(trainer)
-        if timelines:
+        if timelines and any(timelines):
             figure = timeline_figure(
                 timelines, f"time_parallel: last training step of epoch {trainer.current_epoch}")
             log_figure(trainer, panels.TIMELINE, figure, trainer.current_epoch)
