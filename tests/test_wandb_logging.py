@@ -260,3 +260,37 @@ def test_every_dashboard_panel_names_a_logged_key(tmp_path: Path, classifier: Fi
                 assert any(pattern.fullmatch(k) for k in logged), (section["name"], key)
             count += 1
     assert count == sum(len(p) for p in panels.SECTIONS.values())
+
+
+@pytest.mark.parametrize("logger", ["WANDB_MODE=disabled", "CSVLogger", "TensorBoardLogger"])
+def test_without_wandb_the_numbers_and_pictures_still_come(tmp_path: Path, logger: str) -> None:
+    args = [*CLASSIFIER, "--trainer.max_epochs=1"]
+    env = {}
+    if logger.startswith("WANDB_MODE"):
+        env["WANDB_MODE"] = "disabled"
+    else:
+        args.append(f"--trainer.logger={logger}")
+    fit = Fit(tmp_path, args, env)
+    assert not list(fit.work.rglob("offline-run-*"))
+    assert not [p for p in fit.home.rglob("*") if "wandb" in p.name.lower()]
+    (plots,) = fit.work.glob("runs/**/plots")
+    names = {p.name for p in plots.glob("*.png")}
+    assert {"parareal_residuals_plot_epoch000.png", "val_confusion_matrix_epoch000.png",
+            "test_confusion_matrix.png"} <= names
+    if logger == "CSVLogger":
+        (metrics,) = fit.work.glob("runs/**/metrics.csv")
+        header = metrics.read_text().splitlines()[0].split(",")
+        assert {panels.FORWARD_ITERS, panels.NFE_CRITICAL_PATH, panels.LEARNING_RATE,
+                panels.MISSED_TOL, "val/acc"} <= set(header)
+    if logger == "TensorBoardLogger":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        tags: dict[str, set[str]] = {"scalars": set(), "images": set()}
+        for events in fit.work.glob("runs/**/events.out.tfevents.*"):
+            accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+            accumulator.Reload()
+            for kind, found in tags.items():
+                found.update(accumulator.Tags()[kind])
+        assert {panels.FORWARD_ITERS, panels.NFE_CRITICAL_PATH} <= tags["scalars"]
+        assert {"val/confusion_matrix", "test/confusion_matrix",
+                panels.RESIDUALS_PLOT} <= tags["images"]
