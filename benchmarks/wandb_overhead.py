@@ -63,7 +63,8 @@ class StepTimer(pl.Callback):
         self._last = now
 
 
-def mean_step_seconds(logger_name: str, epochs: int, log_every: int, folder: Path) -> float:
+def mean_step_seconds(logger_name: str, epochs: int, log_every: int, batches: int | None,
+                      folder: Path) -> float:
     """Train the default model once with ``logger_name`` ("csv" or "wandb"); mean step time."""
     config = yaml.safe_load(CONFIG.read_text())
     model = config["model"]["init_args"]
@@ -76,6 +77,7 @@ def mean_step_seconds(logger_name: str, epochs: int, log_every: int, folder: Pat
         logger = CSVLogger(save_dir=str(folder))
     timer = StepTimer()
     trainer = pl.Trainer(max_epochs=epochs, logger=logger, log_every_n_steps=log_every,
+                         limit_train_batches=batches, limit_val_batches=batches,
                          callbacks=[RunMonitor(), timer], default_root_dir=folder,
                          enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False, deterministic=True)
@@ -94,6 +96,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--log-every", type=int, default=10, help="log_every_n_steps")
+    parser.add_argument("--batches", type=int, default=None,
+                        help="training and validation batches per epoch (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         for variable, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"),
@@ -103,7 +107,7 @@ def main() -> None:
         os.environ["WANDB_MODE"] = "offline"
         pairs = []
         for pair in range(args.pairs):
-            times = {name: mean_step_seconds(name, args.epochs, args.log_every,
+            times = {name: mean_step_seconds(name, args.epochs, args.log_every, args.batches,
                                              Path(scratch) / f"{name}{pair}")
                      for name in ("csv", "wandb")}
             pairs.append(times)
