@@ -32,10 +32,11 @@ SHORT = [f"--trainer.max_epochs={EPOCHS}", "--trainer.limit_train_batches=3",
          "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=1",
          "--trainer.log_every_n_steps=1", "--trainer.accelerator=cpu"]
 # tol 1e-3 is out of reach in 2 iterations: every call misses it (the once-per-epoch line)
-PARAREAL = {"width": 8, "num_slices": 4, "coarse": "euler", "fine": "rk4", "fine_steps": 1,
-            "max_iters": 2, "tol": 1.0e-3, "backward": "parareal"}
+PARAREAL = {"num_slices": 4, "coarse": "euler", "fine": "rk4", "fine_steps": 1,
+            "max_iters": 2, "tol": 1.0e-3, "backward": "parareal_adjoint"}
+ARCH_ARGS = {"width": 8, "parareal": PARAREAL}
 CLASSIFIER = ["fit", "--config", str(REPO / "configs/digits/node_parareal.yaml"), *SHORT,
-              f"--model.init_args.arch_args={json.dumps(PARAREAL)}"]
+              f"--model.init_args.arch_args={json.dumps(ARCH_ARGS)}"]
 TRAJECTORY = ["fit", "--config", str(REPO / "configs/lotka_volterra/node_parareal.yaml"), *SHORT,
               "--data.init_args.num_points=120", "--data.init_args.horizon=4"]
 TIME_PARALLEL = [*CLASSIFIER, "--trainer.strategy=time_parallel", "--trainer.devices=2"]
@@ -88,8 +89,7 @@ def two_ranks(tmp_path_factory) -> Fit:
 
 def _reference_block() -> PararealStats:
     """The forward's statistics of a block with PARAREAL's options, run alone, one process."""
-    options = {k: v for k, v in PARAREAL.items() if k != "width"}
-    block = PararealODEBlock(MLPVectorField(dim=3), 0.0, 1.0, **{**options, "tol": 0.0})
+    block = PararealODEBlock(MLPVectorField(dim=3), 0.0, 1.0, options={**PARAREAL, "tol": 0.0})
     block(torch.randn(5, 3))
     return block.stats
 
@@ -112,7 +112,7 @@ def test_metrics_of_every_section_have_sane_values(classifier: Fit) -> None:
     learning_rates = run.values(panels.LEARNING_RATE)
     assert len(learning_rates) == EPOCHS * 3 and 0 < min(learning_rates) <= max(learning_rates)
     assert max(learning_rates) <= 0.01  # the config's peak learning rate
-    net = create_model("odenet_parareal", num_classes=10, input_shape=(1, 8, 8), **PARAREAL)
+    net = create_model("odenet_parareal", num_classes=10, input_shape=(1, 8, 8), **ARCH_ARGS)
     assert run.values(panels.NUM_PARAMETERS) == [sum(p.numel() for p in net.parameters())]
     assert run.values("train/nfe_step") and min(run.values("train/nfe_step")) > 0
 
@@ -180,10 +180,9 @@ def test_pictures_are_logged_and_written_to_the_run_directory(classifier: Fit) -
 def test_config_holds_the_parareal_options_and_the_command_line(classifier: Fit) -> None:
     config = classifier.run.config
     for name, value in PARAREAL.items():
-        if name != "width":
-            assert config["parareal"][name] == value
-    assert config["parareal"]["fine_steps"] == 1 and "backward_tol" in config["parareal"]
-    assert config["cli"]["model"]["init_args"]["arch_args"] == PARAREAL
+        assert config["parareal"][name] == value
+    assert config["parareal"]["backward_tol"] is None and "warm_start" in config["parareal"]
+    assert config["cli"]["model"]["init_args"]["arch_args"] == ARCH_ARGS
     assert config["cli"]["trainer"]["logger"]["init_args"]["log_model"] is False  # offline
 
 
@@ -214,13 +213,11 @@ def test_two_ranks_make_one_run_holding_both_ranks_timings(two_ranks: Fit) -> No
     assert run.values(panels.NFE_CRITICAL_PATH) == [_reference_block().critical_path_nfe(2)] * 2
 
 
-TIMELINE_PENDING = "timeline" not in PararealStats.__dataclass_fields__
-
-
-@pytest.mark.skipif(TIMELINE_PENDING,
-                    reason="PararealStats.timeline is not on this branch yet (issue 13)")
 def test_two_ranks_timeline_picture(two_ranks: Fit) -> None:
-    assert len(two_ranks.media(panels.TIMELINE)) == EPOCHS
+    images = two_ranks.media(panels.TIMELINE)
+    assert len(images) == EPOCHS
+    assert len(list(two_ranks.work.glob("runs/pnode_zoo/*/plots/time_parallel_timeline_*.png"))
+               ) == EPOCHS
 
 
 def _panel_keys(panel: dict) -> list[str]:
@@ -246,8 +243,6 @@ def test_every_dashboard_panel_names_a_logged_key(tmp_path: Path, classifier: Fi
     definition = json.loads((tmp_path / "board.json").read_text())
     assert definition["entity"] == "someone" and definition["project"] == "pnode_zoo"
     logged = classifier.run.keys() | trajectory.run.keys() | two_ranks.run.keys()
-    if TIMELINE_PENDING:
-        logged.add(panels.TIMELINE)
     sections = definition["spec"]["section"]["panelBankConfig"]["sections"]
     assert [s["name"] for s in sections] == list(panels.SECTIONS)
     count = 0

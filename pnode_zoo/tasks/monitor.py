@@ -20,7 +20,6 @@ time group, their timelines. Only global rank 0 logs, so one W&B run holds every
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import statistics
@@ -49,31 +48,6 @@ FIELDS = (
     "serial_units",          # f units of the serial fine solve (cost model)
     "missed", "val_calls", "val_missed",
 )
-
-
-def block_options(block: PararealODEBlock) -> dict[str, Any]:
-    """The block's parareal options, defaults included, for the run's config."""
-    options = getattr(block, "options", None)
-    if options is not None:
-        return dataclasses.asdict(options)
-    # Until PararealOptions lands on main (issue 13): the same names from the attributes.
-    coarse, fine = block.coarse, block.fine
-    return {
-        "num_slices": block.num_slices, "coarse": coarse.method, "coarse_steps": coarse.steps,
-        "fine": fine.method, "fine_steps": fine.steps, "rtol": fine.rtol, "atol": fine.atol,
-        "newton_tol": fine.newton_tol, "newton_max_iters": fine.newton_max_iters,
-        "max_iters": block.max_iters, "tol": block.tol, "backward": block.backward,
-        "backward_max_iters": block.backward_max_iters, "backward_tol": block.backward_tol,
-        "warm_start": block.warm_start,
-    }
-
-
-def _complete(stats: PararealStats, block: PararealODEBlock) -> None:
-    """Until issue 13 lands: give ``stats`` the contract's ``converged``, ``tol``, ``timeline``."""
-    if not hasattr(stats, "converged"):
-        stats.tol = float(block.tol)
-        stats.converged = bool(stats.forward_residuals) and stats.forward_residuals[-1] < stats.tol
-        stats.timeline = []
 
 
 class RunMonitor(pl.Callback):
@@ -110,7 +84,7 @@ class RunMonitor(pl.Callback):
             self._hooks.append(block.register_forward_pre_hook(self._make_pre_hook(index)))
             self._hooks.append(block.register_forward_hook(self._make_post_hook(index)))
         if trainer.is_global_zero and self._blocks:
-            options = [block_options(block) for block in self._blocks]
+            options = [block.options.as_dict() for block in self._blocks]
             for logger in trainer.loggers:
                 logger.log_hyperparams({"parareal": options[0] if len(options) == 1 else options})
 
@@ -135,7 +109,6 @@ class RunMonitor(pl.Callback):
             trainer, stats = self._trainer, block.stats
             if trainer is None or stats is None or trainer.sanity_checking:
                 return
-            _complete(stats, block)
             missed = int(not stats.converged and stats.tol > 0)
             if trainer.training:
                 seconds = time.perf_counter() - self._started.pop(index, time.perf_counter())
@@ -318,7 +291,7 @@ class RunMonitor(pl.Callback):
             "parareal: in epoch %d, %d of %d training and %d of %d validation forward calls "
             "stopped at max_iters=%s with the residual above tol=%g (logged as %s); raise "
             "max_iters or tol", trainer.current_epoch, missed, calls, val_missed, val_calls,
-            block_options(block)["max_iters"], self._last[0].tol, panels.MISSED_TOL,
+            block.options.max_iters, self._last[0].tol, panels.MISSED_TOL,
         )
 
     def _log_residuals(self, trainer: pl.Trainer) -> None:
@@ -357,7 +330,7 @@ class RunMonitor(pl.Callback):
             if missed:
                 log.warning("parareal: %d of %d test forward calls stopped at max_iters=%s with "
                             "the residual above tol=%g; raise max_iters or tol", missed, calls,
-                            block_options(self._blocks[0])["max_iters"],
+                            self._blocks[0].options.max_iters,
                             self._blocks[0].stats.tol)
 
     def _log_task_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str,
