@@ -19,7 +19,8 @@ def test_timeline_puts_each_event_in_its_ranks_lane_in_milliseconds():
         [("coarse", 10.000, 10.001), ("fine", 10.001, 10.004), ("comm", 10.004, 10.0045)],
         [("wait", 10.0005, 10.0045), ("fine", 10.0045, 10.0075)],
     ]
-    axis = timeline_figure(timelines, "one step").axes[0]
+    figure = timeline_figure(timelines, "one step")
+    axis = figure.axes[0]
     kinds = {to_hex(color): kind for kind, color in TIMELINE_COLORS.items()}
     bars = {}
     for collection in axis.collections:
@@ -34,7 +35,8 @@ def test_timeline_puts_each_event_in_its_ranks_lane_in_milliseconds():
         ("wait", 1): pytest.approx((0.5, 4.0)),
         ("fine", 1): pytest.approx((4.5, 3.0)),
     }
-    assert sorted(t.get_text() for t in axis.get_legend().get_texts()) == [
+    (legend,) = figure.legends
+    assert sorted(t.get_text() for t in legend.get_texts()) == [
         "coarse", "comm", "fine", "wait"]
 
 

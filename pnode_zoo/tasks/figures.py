@@ -122,7 +122,7 @@ def timeline_figure(timelines: Sequence[Sequence[tuple[str, float, float]]], tit
     """
     starts = [start for timeline in timelines for _, start, _ in timeline]
     origin = min(starts) if starts else 0.0
-    figure = Figure(figsize=(10, 1.2 + 0.6 * len(timelines)), layout="constrained")
+    figure = Figure(figsize=(10, 1.6 + 0.6 * len(timelines)), layout="constrained")
     axis = figure.subplots()
     labelled: set[str] = set()
     for rank, timeline in enumerate(timelines):
@@ -136,5 +136,5 @@ def timeline_figure(timelines: Sequence[Sequence[tuple[str, float, float]]], tit
     axis.set_yticks(range(len(timelines)), [f"rank {r}" for r in range(len(timelines))])
     axis.invert_yaxis()
     axis.set(xlabel="milliseconds from the step's first event", title=title)
-    axis.legend(loc="upper right", fontsize="small", ncols=4)
+    figure.legend(loc="outside lower center", fontsize="small", ncols=len(labelled))
     return figure
