@@ -73,6 +73,7 @@ class RunMonitor(pl.Callback):
         self._reset_epoch()
         self._test = [0, 0]
         self._lr: float | None = None
+        self._limits: dict[str, tuple[int | None, float]] = {}  # max_iters and tol per stage
         self._curves: list[tuple[int, list[float], list[float]]] = []
 
     # --- set-up -----------------------------------------------------------------------------
@@ -109,15 +110,20 @@ class RunMonitor(pl.Callback):
             trainer, stats = self._trainer, block.stats
             if trainer is None or stats is None or trainer.sanity_checking:
                 return
+            stage = ("train" if trainer.training else "val" if trainer.validating
+                     else "test" if trainer.testing else None)
+            if stage is None:  # predicting
+                return
+            self._limits[stage] = (block.options.max_iters, stats.tol)
             missed = int(not stats.converged and stats.tol > 0)
-            if trainer.training:
+            if stage == "train":
                 seconds = time.perf_counter() - self._started.pop(index, time.perf_counter())
                 self._forward[index] = (stats, seconds, stats.time_fine, stats.nfe_coarse)
                 self._sums["missed"] += missed
-            elif trainer.validating:
+            elif stage == "val":
                 self._sums["val_calls"] += 1
                 self._sums["val_missed"] += missed
-            elif trainer.testing:
+            else:
                 self._test[0] += 1
                 self._test[1] += missed
         return post_hook
@@ -283,16 +289,17 @@ class RunMonitor(pl.Callback):
         missed, val_missed = metrics[panels.MISSED_TOL], metrics[panels.VAL_MISSED_TOL]
         if not (missed or val_missed):
             return
-        ranks = self._time_ranks()
-        calls = self._sums["calls"] * trainer.world_size // ranks
-        val_calls = self._sums["val_calls"] * trainer.world_size // ranks
-        block = self._blocks[0]
-        log.warning(
-            "parareal: in epoch %d, %d of %d training and %d of %d validation forward calls "
-            "stopped at max_iters=%s with the residual above tol=%g (logged as %s); raise "
-            "max_iters or tol", trainer.current_epoch, missed, calls, val_missed, val_calls,
-            block.options.max_iters, self._last[0].tol, panels.MISSED_TOL,
-        )
+        data_groups = trainer.world_size // self._time_ranks()
+        self._say_missed(
+            f"in epoch {trainer.current_epoch}, {missed:.0f} of "
+            f"{self._sums['calls'] * data_groups:.0f} training and {val_missed:.0f} of "
+            f"{self._sums['val_calls'] * data_groups:.0f} validation forward calls",
+            panels.MISSED_TOL, "train" if missed else "val")
+
+    def _say_missed(self, calls: str, key: str, stage: str) -> None:
+        max_iters, tol = self._limits[stage]
+        log.warning("parareal: %s stopped at max_iters=%s with the residual above tol=%g "
+                    "(logged as %s); raise max_iters or tol", calls, max_iters, tol, key)
 
     def _log_residuals(self, trainer: pl.Trainer) -> None:
         """Median residual after each iteration over the epoch's calls: a table and a picture."""
@@ -308,7 +315,7 @@ class RunMonitor(pl.Callback):
                     "epoch", "iteration", "forward_residual", "backward_residual"],
                     data=rows, step=trainer.global_step)
         if self._plots_now(trainer) and rows:
-            figure = residual_figure(self._curves, self._last[0].tol)
+            figure = residual_figure(self._curves, self._limits["train"][1])
             log_figure(trainer, panels.RESIDUALS_PLOT, figure, epoch)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -328,10 +335,8 @@ class RunMonitor(pl.Callback):
         if trainer.is_global_zero:
             self._log(trainer, {panels.TEST_MISSED_TOL: missed})
             if missed:
-                log.warning("parareal: %d of %d test forward calls stopped at max_iters=%s with "
-                            "the residual above tol=%g; raise max_iters or tol", missed, calls,
-                            self._blocks[0].options.max_iters,
-                            self._blocks[0].stats.tol)
+                self._say_missed(f"{missed:.0f} of {calls:.0f} test forward calls",
+                                 panels.TEST_MISSED_TOL, "test")
 
     def _log_task_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str,
                           epoch: int | None) -> None:
