@@ -35,3 +35,9 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str | None] | None = None
 def cli(tmp_path: Path):
     """Call as ``cli(args, env=None)``; runs in a fresh temporary directory."""
     return lambda args, env=None: run_cli(args, tmp_path, env)
+
+
+@pytest.fixture(scope="session")
+def pnode():
+    """``run_cli`` itself, for runs in folders a test chooses (e.g. shared by a module)."""
+    return run_cli

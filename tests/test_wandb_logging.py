@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
 from matplotlib.image import imread
 from wandb_offline import OfflineRun, read_run
 
@@ -26,6 +25,7 @@ from pnode_zoo.ode import MLPVectorField, PararealODEBlock, PararealStats
 from pnode_zoo.tasks import panels
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 EPOCHS = 2
 SHORT = [f"--trainer.max_epochs={EPOCHS}", "--trainer.limit_train_batches=3",
@@ -45,7 +45,8 @@ TIME_PARALLEL = [*CLASSIFIER, "--trainer.strategy=time_parallel", "--trainer.dev
 class Fit:
     """One CLI fit in ``root/work`` with HOME at ``root/home``, W&B left to choose its mode."""
 
-    def __init__(self, root: Path, args: list[str], env: dict[str, str | None] | None = None):
+    def __init__(self, run_cli, root: Path, args: list[str],
+                 env: dict[str, str | None] | None = None):
         self.work, self.home = root / "work", root / "home"
         self.work.mkdir(parents=True)
         self.home.mkdir()
@@ -73,18 +74,18 @@ class Fit:
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> Fit:
-    return Fit(tmp_path_factory.mktemp("classifier"), CLASSIFIER)
+def classifier(pnode, tmp_path_factory) -> Fit:
+    return Fit(pnode, tmp_path_factory.mktemp("classifier"), CLASSIFIER)
 
 
 @pytest.fixture(scope="module")
-def trajectory(tmp_path_factory) -> Fit:
-    return Fit(tmp_path_factory.mktemp("trajectory"), TRAJECTORY)
+def trajectory(pnode, tmp_path_factory) -> Fit:
+    return Fit(pnode, tmp_path_factory.mktemp("trajectory"), TRAJECTORY)
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory) -> Fit:
-    return Fit(tmp_path_factory.mktemp("two_ranks"), TIME_PARALLEL)
+def two_ranks(pnode, tmp_path_factory) -> Fit:
+    return Fit(pnode, tmp_path_factory.mktemp("two_ranks"), TIME_PARALLEL)
 
 
 def _reference_block() -> PararealStats:
@@ -234,9 +235,9 @@ def _panel_keys(panel: dict) -> list[str]:
     raise AssertionError(f"unexpected panel type {panel['viewType']}")
 
 
-def test_every_dashboard_panel_names_a_logged_key(tmp_path: Path, classifier: Fit,
+def test_every_dashboard_panel_names_a_logged_key(pnode, tmp_path: Path, classifier: Fit,
                                                   trajectory: Fit, two_ranks: Fit) -> None:
-    result = run_cli(["dashboard", "--entity", "someone", "--project", "pnode_zoo",
+    result = pnode(["dashboard", "--entity", "someone", "--project", "pnode_zoo",
                       "--output", "board.json"], tmp_path, {"WANDB_MODE": None})
     assert result.returncode == 0, result.stderr
     assert "W&B: no API key found, so the workspace was not created" in result.stdout
@@ -258,14 +259,15 @@ def test_every_dashboard_panel_names_a_logged_key(tmp_path: Path, classifier: Fi
 
 
 @pytest.mark.parametrize("logger", ["WANDB_MODE=disabled", "CSVLogger", "TensorBoardLogger"])
-def test_without_wandb_the_numbers_and_pictures_still_come(tmp_path: Path, logger: str) -> None:
+def test_without_wandb_the_numbers_and_pictures_still_come(pnode, tmp_path: Path,
+                                                           logger: str) -> None:
     args = [*CLASSIFIER, "--trainer.max_epochs=1"]
     env = {}
     if logger.startswith("WANDB_MODE"):
         env["WANDB_MODE"] = "disabled"
     else:
         args.append(f"--trainer.logger={logger}")
-    fit = Fit(tmp_path, args, env)
+    fit = Fit(pnode, tmp_path, args, env)
     assert not list(fit.work.rglob("offline-run-*"))
     assert not [p for p in fit.home.rglob("*") if "wandb" in p.name.lower()]
     (plots,) = fit.work.glob("runs/**/plots")
