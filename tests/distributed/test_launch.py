@@ -87,7 +87,7 @@ def test_torchrun_matches_one_process(tmp_path: Path, reference) -> None:
     [
         (["--trainer.strategy=TimeParallelStrategy", "--trainer.strategy.time_parallel_size=2",
           "--trainer.devices=3"], "devices x num_nodes = 3 is not divisible"),
-        ([*TIME_PARALLEL, "--model.arch_args={num_slices: 3}"],
+        ([*TIME_PARALLEL, "--model.arch_args={parareal: {num_slices: 3}}"],
          "num_slices=3 of a parareal block is not divisible by time_parallel_size=2"),
         ([*TIME_PARALLEL, "--model.arch=resnet", "--model.arch_args={}"],
          "the model has no parareal block"),
