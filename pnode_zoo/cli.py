@@ -10,6 +10,7 @@ import inspect
 import netrc
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +78,13 @@ def run_lightning(subcommand: str, args: list[str]) -> None:
     PnodeCLI([subcommand, *args])
 
 
+def dashboard_command(args: list[str]) -> None:
+    """``dashboard``: the W&B workspace (imported on use: it needs wandb-workspaces)."""
+    from pnode_zoo.dashboard import dashboard_command as build
+
+    build(args)
+
+
 def _lightning(subcommand: str) -> Callable[[list[str]], None]:
     return lambda args: run_lightning(subcommand, args)
 
@@ -93,6 +101,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
                 "PATH|last|best; --predictions.stdout true prints them)", _lightning("predict")),
     "models": ("list the registered models; `models NAME` shows one model's options",
                models_command),
+    "dashboard": ("build the W&B workspace of the zoo's panels: dashboard --entity E --project P "
+                  "(offline: write its definition to a file)", dashboard_command),
 }
 
 
@@ -105,7 +115,9 @@ def usage() -> str:
         "",
         "subcommands:",
     ]
-    lines += [f"  {name:<10} {summary}" for name, (summary, _) in SUBCOMMANDS.items()]
+    lines += [textwrap.fill(summary, 92, initial_indent=f"  {name:<10} ",
+                            subsequent_indent=" " * 13)
+              for name, (summary, _) in SUBCOMMANDS.items()]
     lines += [
         "",
         "`python -m pnode_zoo fit --help` lists every option with its documentation;",

@@ -29,7 +29,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 import pnode_zoo.data  # imported so --data=ShortName resolves
 import pnode_zoo.tasks  # noqa: F401  (imported so --model=ShortName resolves)
 from pnode_zoo import runs
-from pnode_zoo.cli import TrainingStopped, UserInputError, prepare_wandb
+from pnode_zoo.cli import TrainingStopped, UserInputError, prepare_wandb, wandb_has_api_key
 from pnode_zoo.data import TensorDataModule
 from pnode_zoo.distributed.strategy import check_before_launch  # also registers time_parallel
 from pnode_zoo.suggest import did_you_mean
@@ -42,6 +42,7 @@ from pnode_zoo.tasks.checkpoints import (
     read_checkpoint,
 )
 from pnode_zoo.tasks.finite import StopOnNonFinite, training_position
+from pnode_zoo.tasks.monitor import RunMonitor
 from pnode_zoo.tasks.predictions import PredictionWriter
 
 RUN_ROOT = "runs"
@@ -227,7 +228,8 @@ def _plain(value: Any) -> Any:
 
 
 class RunConfig(SaveConfigCallback):
-    """Save the command's configuration as ``config.yaml`` in its run directory.
+    """Save the command's configuration as ``config.yaml`` in its run directory, and the whole
+    configuration in the loggers' hyperparameters (W&B's run config), under ``cli``.
 
     LightningCLI's own callback writes to the logger's folder, which differs between loggers
     (W&B's is shared by every run); a resumed run adds ``config.resume-<k>.yaml``.
@@ -244,6 +246,18 @@ class RunConfig(SaveConfigCallback):
             resumptions = len(list(self.run_dir.glob("config.resume-*.yaml")))
             path = self.run_dir / f"config.resume-{resumptions + 1}.yaml"
         self.parser.save(self.config, str(path), skip_none=False)
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"cli": config})
+
+
+def wandb_offline() -> bool:
+    """Whether W&B will not reach its server: ``WANDB_MODE`` offline or disabled, or no mode
+    and no API key (``prepare_wandb`` then goes offline)."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode is None:
+        return not wandb_has_api_key()
+    return mode in ("offline", "dryrun", "disabled")
 
 
 class PnodeCLI(LightningCLI):
@@ -287,7 +301,7 @@ class PnodeCLI(LightningCLI):
                 "deterministic": True,
                 "logger": {
                     "class_path": "pytorch_lightning.loggers.WandbLogger",
-                    "init_args": {"project": "pnode_zoo", "save_dir": RUN_ROOT},
+                    "init_args": {"project": "pnode_zoo", "save_dir": RUN_ROOT, "log_model": True},
                 },
                 "callbacks": [self.default_checkpoint, RandomStateCheckpoint(),
                               StopOnNonFinite(), RichProgressBar(), RichModelSummary()],
@@ -308,6 +322,7 @@ class PnodeCLI(LightningCLI):
                              if key != "callbacks"})
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RunMonitor, "monitor")  # --monitor.plot_every_n_epochs
         parser.set_defaults({"model": {"class_path": "pnode_zoo.tasks.Classifier"},
                              "data": {"class_path": DEFAULT_DATA}})
         for attribute in LINKED:
@@ -468,8 +483,13 @@ class PnodeCLI(LightningCLI):
             if kind.endswith(("CSVLogger", "TensorBoardLogger")) and init_args.get("name") in (
                     None, "lightning_logs"):
                 init_args.name = "logs"
-            if kind.endswith("WandbLogger") and init_args.get("id") is None:
-                init_args.id = self.run_dir.name
+            if kind.endswith("WandbLogger"):
+                if init_args.get("id") is None:
+                    init_args.id = self.run_dir.name
+                # Offline, checkpoints stay in the run directory instead of being copied into
+                # W&B's staging area for a later sync ("all" still logs every one).
+                if wandb_offline() and init_args.get("log_model") is True:
+                    init_args.log_model = False
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         if not self._get(self.config_init, "trainer", default={}).get("plugins"):

@@ -57,3 +57,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         reason = mark.kwargs.get("reason", "")
         if mark.args and mark.args[0] is True and "files absent" in reason:
             missing_data(reason)
+@pytest.fixture(scope="session")
+def pnode():
+    """``run_cli`` itself, for runs in folders a test chooses (e.g. shared by a module)."""
+    return run_cli

@@ -1,9 +1,10 @@
 """Time parallelism across ranks: the time-group communicator and the Lightning strategy.
 
 ``TimeGroup``/``create_groups`` need only torch.distributed (so ``pnode_zoo.ode`` stays usable
-without Lightning); ``TimeParallelStrategy`` and ``TimeParallelTimers`` load Lightning on first
-access. Importing ``pnode_zoo.distributed.strategy`` registers the strategy names
-``time_parallel`` (popen launcher) and ``time_parallel_spawn``.
+without Lightning); ``TimeParallelStrategy`` loads Lightning on first access. Importing
+``pnode_zoo.distributed.strategy`` registers the strategy names ``time_parallel`` (popen
+launcher) and ``time_parallel_spawn``. Per-rank timings are logged by
+``pnode_zoo.tasks.monitor.RunMonitor``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from pnode_zoo.distributed.communicator import TimeGroup, create_groups
 __all__ = [
     "TimeGroup",
     "TimeParallelStrategy",
-    "TimeParallelTimers",
     "create_groups",
 ]
 
-_LIGHTNING = ("TimeParallelStrategy", "TimeParallelTimers", "check_before_launch")
+_LIGHTNING = ("TimeParallelStrategy", "check_before_launch")
 
 
 def __getattr__(name: str) -> Any:

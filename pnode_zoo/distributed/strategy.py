@@ -33,7 +33,6 @@ from datetime import timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
-import torch
 from lightning_fabric.plugins.environments import TorchElasticEnvironment
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 from pytorch_lightning.strategies.launchers import (
@@ -222,30 +221,6 @@ def check_before_launch(trainer: pl.Trainer, model: nn.Module) -> None:
     """``TimeParallelStrategy.check`` when the trainer uses it (for the CLI, before fit)."""
     if isinstance(trainer.strategy, TimeParallelStrategy):
         trainer.strategy.check(model)
-
-
-class TimeParallelTimers(pl.Callback):
-    """Log every rank's parareal timers after each training step, as ``parareal/rank{r}/*``.
-
-    Seconds inside the block's last forward and backward: ``time_fine``, ``time_coarse``,
-    ``time_comm`` (sends and collectives) and ``time_wait`` (blocked receiving), gathered
-    from all ranks (a collective: every rank runs it) and logged by rank 0.
-    """
-
-    KEYS = ("time_fine", "time_coarse", "time_comm", "time_wait")
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        totals = torch.zeros(len(self.KEYS), dtype=torch.float64)
-        for block in time_parallel_blocks(pl_module):
-            summary = block.stats.summary() if getattr(block, "stats", None) else {}
-            totals += torch.tensor([float(summary.get(key, 0.0)) for key in self.KEYS],
-                                   dtype=torch.float64)
-        gathered = trainer.strategy.all_gather(totals.to(pl_module.device)).reshape(-1, 4)
-        for rank, row in enumerate(gathered.cpu()):
-            for key, value in zip(self.KEYS, row.tolist(), strict=True):
-                pl_module.log(f"parareal/rank{rank}/{key}", value, on_step=True, on_epoch=False,
-                              rank_zero_only=True)
 
 
 TimeParallelStrategy.register_strategies(StrategyRegistry)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from pnode_zoo.models import create_model
@@ -71,6 +72,13 @@ class Task(pl.LightningModule):
         # loaded a checkpoint into it; converting here, before the load, keeps float64
         # weights exact when a run resumes (the conversion is idempotent).
         self.trainer.precision_plugin.convert_module(self)
+    def figures(self, split: str) -> dict[str, Figure]:
+        """Pictures of the ``split`` ("val" or "test") epoch that just ended, by name.
+
+        Called on every rank (metrics may synchronise); ``RunMonitor`` logs them from rank 0
+        as ``{split}/{name}``. The base task has none.
+        """
+        return {}
 
     def on_fit_start(self) -> None:
         for logger in self.loggers:

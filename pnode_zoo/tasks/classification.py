@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from pnode_zoo.tasks.base import Task
+from pnode_zoo.tasks.figures import confusion_figure
+from pnode_zoo.tasks.panels import CONFUSION_MATRIX
 
 
 class Classifier(Task):
@@ -49,6 +52,9 @@ class Classifier(Task):
             {f"{split}_acc": MulticlassAccuracy(num_classes, average="micro")
              for split in ("train", "val", "test")}
         )
+        self.confusion = nn.ModuleDict(
+            {split: MulticlassConfusionMatrix(num_classes) for split in ("val", "test")}
+        )
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         inputs, labels = batch
@@ -56,6 +62,8 @@ class Classifier(Task):
         loss = self.loss(logits, labels)
         accuracy = self.accuracy[f"{split}_acc"]
         accuracy(logits, labels)
+        if split in self.confusion:
+            self.confusion[split].update(logits.detach(), labels)
         on_step = split == "train"
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
         self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
@@ -70,6 +78,18 @@ class Classifier(Task):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         self._step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.confusion["val"].reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.confusion["test"].reset()
+
+    def figures(self, split: str) -> dict[str, Figure]:
+        """The confusion matrix of the validation or test epoch."""
+        matrix = self.confusion[split].compute()
+        name = {"val": "validation", "test": "test"}[split]
+        return {CONFUSION_MATRIX: confusion_figure(matrix, f"{name} confusion matrix")}
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor],
                      batch_idx: int) -> dict[str, torch.Tensor]:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from pnode_zoo.tasks.base import Task
 from pnode_zoo.tasks.checkpoints import best_and_last
+from pnode_zoo.tasks.panels import FORECAST
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -24,9 +23,9 @@ class TrajectoryRegressor(Task):
 
     A batch is (history [B, K, D], target [B, W, D]); the model forecasts the target at
     ``times[1:]`` from the history ending at ``times[0]``. Metrics are on the data module's
-    standardised scale. At the end of a test, a plot of forecasts against the data is saved as
-    ``test_forecast.png`` in the run directory (and logged to W&B when W&B is the logger).
-    The best checkpoint is chosen by the lowest validation MSE (``checkpoint_metric``).
+    standardised scale. Its pictures (``figures``) draw forecasts against the data of the first
+    validation or test batch. The best checkpoint is chosen by the lowest validation MSE
+    (``checkpoint_metric``).
 
     Args:
         arch: registered trajectory model, e.g. ``trajectory_node``.
@@ -60,7 +59,8 @@ class TrajectoryRegressor(Task):
              for split in ("train", "val", "test")
              for name, metric in (("mse", MeanSquaredError), ("mae", MeanAbsoluteError))}
         )
-        self.plotted: list[torch.Tensor] = []  # history, target, forecast of plotted windows
+        # per split: history, target and forecast of the windows drawn by ``figures``
+        self.plotted: dict[str, list[torch.Tensor]] = {}
 
     def _step(self, batch: Batch, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         history, target = batch
@@ -68,7 +68,7 @@ class TrajectoryRegressor(Task):
         loss = nn.functional.mse_loss(forecast, target)
         on_step = split == "train"
         if on_step:
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         for name in ("mse", "mae"):
             metric = self.metrics[f"{split}_{name}"]
             metric(forecast, target)
@@ -79,14 +79,17 @@ class TrajectoryRegressor(Task):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        _, forecast = self._step(batch, "test")
+    def _evaluate(self, batch: Batch, batch_idx: int, split: str) -> None:
+        _, forecast = self._step(batch, split)
         if batch_idx == 0:
             keep = self.hparams.plot_windows
-            self.plotted = [t[:keep].detach().cpu() for t in (*batch, forecast)]
+            self.plotted[split] = [t[:keep].detach().cpu() for t in (*batch, forecast)]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         history, target = batch
@@ -118,16 +121,10 @@ class TrajectoryRegressor(Task):
                 f"{tuple(data_times)}; the CLI links data.times to model.init_args.times"
             )
 
-    def on_test_epoch_end(self) -> None:
-        if not self.plotted or not self.trainer.is_global_zero:
-            return
-        figure = self.forecast_figure(*self.plotted)
-        path = self.run_dir() / "test_forecast.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=120)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="test/forecast", images=[str(path)])
+    def figures(self, split: str) -> dict[str, Figure]:
+        """Forecasts against the data of the split's first batch."""
+        plotted = self.plotted.get(split)
+        return {FORECAST: self.forecast_figure(*plotted)} if plotted else {}
 
     def forecast_figure(
         self, history: torch.Tensor, target: torch.Tensor, forecast: torch.Tensor
@@ -146,14 +143,10 @@ class TrajectoryRegressor(Task):
                 axis.plot(times[1:], target[k, :, d], "o", color=color, markersize=3)
                 axis.plot(times[1:], forecast[k, :, d], "-", color=color, label=f"x{d}")
             axis.axvline(float(times[0]), color="grey", linewidth=0.5)
-            axis.set(title=f"test window {k}", xlabel="time from forecast origin")
+            axis.set(title=f"window {k}", xlabel="time from forecast origin")
         axes[0].legend(fontsize="small")
         figure.suptitle("squares: input, dots: observed, lines: forecast", fontsize="small")
         return figure
-
-    def run_dir(self) -> Path:
-        """The run's directory (the CLI makes it the trainer's ``default_root_dir``)."""
-        return Path(self.trainer.default_root_dir)
 
     def configure_callbacks(self) -> list[Callback]:
         """Where the trainer has only Lightning's default checkpointing (unmonitored, unnamed),

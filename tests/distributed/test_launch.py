@@ -72,15 +72,14 @@ def _assert_matches(cwd: Path, reference: tuple[list[float], float]) -> None:
 
 
 def test_lightning_launcher_matches_one_process(cli, tmp_path: Path, reference) -> None:
-    result = cli([*FIT, *TIME_PARALLEL,
-                  "--trainer.callbacks+=pnode_zoo.distributed.TimeParallelTimers"])
+    result = cli([*FIT, *TIME_PARALLEL])
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_matches(tmp_path, reference)
     (path,) = tmp_path.glob("logs/**/metrics.csv")
     header = path.read_text().splitlines()[0]
-    for rank in (0, 1):
-        assert f"parareal/rank{rank}/time_fine" in header
-        assert f"parareal/rank{rank}/time_wait" in header
+    for rank in (0, 1):  # RunMonitor, a default callback of the CLI
+        assert f"time_parallel/rank{rank}/time_fine" in header
+        assert f"time_parallel/rank{rank}/time_wait" in header
 
 
 def test_torchrun_matches_one_process(tmp_path: Path, reference) -> None:
@@ -96,7 +95,7 @@ def test_torchrun_matches_one_process(tmp_path: Path, reference) -> None:
     [
         (["--trainer.strategy=TimeParallelStrategy", "--trainer.strategy.time_parallel_size=2",
           "--trainer.devices=3"], "devices x num_nodes = 3 is not divisible"),
-        ([*TIME_PARALLEL, "--model.arch_args={num_slices: 3}"],
+        ([*TIME_PARALLEL, "--model.arch_args={parareal: {num_slices: 3}}"],
          "num_slices=3 of a parareal block is not divisible by time_parallel_size=2"),
         ([*TIME_PARALLEL, "--model.arch=resnet", "--model.arch_args={}"],
          "the model has no parareal block"),
