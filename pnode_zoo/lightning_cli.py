@@ -492,8 +492,13 @@ class PnodeCLI(LightningCLI):
                     init_args.log_model = False
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        if not self._get(self.config_init, "trainer", default={}).get("plugins"):
+        trainer = self._get(self.config_init, "trainer", default={})
+        if not trainer.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        if trainer.get("enable_progress_bar") is False:  # the default bar would contradict it
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults["callbacks"] if not isinstance(c, RichProgressBar)
+            ]
         return super().instantiate_trainer(**kwargs)
 
     def instantiate_classes(self) -> None:
