@@ -11,31 +11,24 @@ strong-scaling study); speedups are modelled from the block's own counters, neve
 
 from __future__ import annotations
 
-import json
 import math
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # benchmark the working tree
-
-import matplotlib  # noqa: E402
+import _common
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torchdiffeq import odeint  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+from torchdiffeq import odeint
 
-from pnode_zoo.ode.parareal_block import PararealODEBlock  # noqa: E402
-from pnode_zoo.ode.propagators import SOLVERS, Work  # noqa: E402
-from pnode_zoo.ode.vector_fields import MLPVectorField  # noqa: E402
+from pnode_zoo.ode.parareal_block import PararealODEBlock
+from pnode_zoo.ode.propagators import SOLVERS, Work
+from pnode_zoo.ode.vector_fields import MLPVectorField
 
-OUT = ROOT / "docs" / "benchmarks" / "parareal_convergence"
-COMMAND = "python benchmarks/parareal_convergence.py"
+NAME = "parareal_convergence"
 F64 = torch.float64
 
 
@@ -212,32 +205,6 @@ def gradients(n: int = 8) -> list[dict]:
     return rows
 
 
-def machine() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-            check=True,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        commit = "unavailable (no commit yet)"
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {
-        "command": COMMAND, "commit": commit, "torch": torch.__version__,
-        "python": platform.python_version(), "threads": torch.get_num_threads(),
-        "cores": __import__("os").cpu_count(), "cpu": cpu, "dtype": "float64",
-    }
-
-
 def _fmt(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.1e}"
 
@@ -247,9 +214,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Parareal convergence and modelled speedup",
         "",
-        f"Command: `{env['command']}` (runtime {result['seconds']:.0f} s). Commit: "
-        f"{env['commit']}. torch {env['torch']}, Python {env['python']}, {env['dtype']}, "
-        f"{env['threads']} thread(s), {env['cores']} cores, CPU: {env['cpu']}.",
+        f"{_common.header(env)} Runtime {result['seconds']:.0f} s.",
         "",
         "## Error against the serial fine solve after k iterations",
         "",
@@ -375,7 +340,7 @@ def main() -> None:
     torch.set_num_threads(1)  # tiny tensors; the figures are counts, not timings
     tic = time.perf_counter()
     result = {
-        "machine": machine(),
+        "machine": _common.environment("1 thread, float64"),
         "convergence": convergence(),
         "orders": orders(),
         "speedup_setup": {"tol": 1e-8, "total_fine_steps": 8192, "scaling": "strong, N = P"},
@@ -383,10 +348,8 @@ def main() -> None:
         "gradients": gradients(),
     }
     result["seconds"] = time.perf_counter() - tic
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text(markdown(result))
-    plot(result, OUT.with_suffix(".png"))
+    _common.write_results(NAME, result, markdown(result))
+    plot(result, _common.OUT_DIR / f"{NAME}.png")
     print(markdown(result))
 
 

@@ -1,26 +1,33 @@
-"""Time-parallel parareal, 2 ranks x 1 thread, against the serial fine solve, 1 process x 2 threads.
+"""Parareal on 2 ranks x 1 thread against the solvers users have: torchdiffeq's odeint
+(backprop) and odeint_adjoint, best of 1 and 2 threads, across state sizes.
 
 Run from the repository root:
 
-    python benchmarks/time_parallel.py [--pairs 7] [--batches 32 256]
+    python benchmarks/time_parallel.py [--dims 16 64 256] [--batch 64] [--pairs 5] [--number 2]
 
-Model: an MLP vector field (state 64, hidden 128, tanh) on batches of 32 and 256, t in [0, 1], N = 2
-slices of 32 RK4 steps each (fine), 2 RK4 steps per slice (coarse), K = 1 parareal iteration:
-the fine solve dominates. Baseline: the same fine grid solved serially (one block of one slice,
-64 RK4 steps) in one process with 2 threads. Candidate: the parareal block on a gloo time group
-of 2 ranks, 1 thread each. Runs alternate (A B C A B C ...) after a warm-up, where C is the
-same serial solve with 1 thread: on oversubscribed cores (other users' jobs) two OpenMP threads
-can be far slower than one, which would flatter the parallel run, so the speedup against the
-better of B and C is reported too. The script reports median ratios with min/max, the
-relative error against the serial fine solve, per-rank fine, coarse, communication and wait
-times, and the speedup the pipelined cost model predicts from per-slice costs measured twice:
-on one process alone, and on both ranks at once (the slowdown between them is what sharing
-the two cores costs, a ceiling no parallel algorithm on this machine escapes). Training step =
-forward, backward, SGD step of block + linear head with a mean-squared loss; two backward
-passes: "fine_adjoint" (exact discrete adjoint, the chain passed rank to rank) and
-"parareal_adjoint" with 0
-adjoint iterations (coarse adjoint, inexact: its gradient error against the serial fine
-solve's gradient is reported).
+Model: an MLP vector field (state D, 2 hidden layers, tanh) then a linear head; t in [0, 1];
+the fine solve is N x fine-steps RK4 steps (by default 2 x 32), the coarse one coarse-steps RK4
+steps per slice, K = --iters parareal iterations (tol 0: a fixed K, its error against the
+serial fine solve reported). Cases: the forward pass (no graph) and a training step (forward,
+mean-squared loss, backward, SGD step of block and head; learning rate 0, so every round sees
+the same weights). Candidates, timed with ``torch.utils.benchmark`` in alternating rounds (one
+warm-up round, then --pairs rounds: every candidate once per round, the 2-rank run on both ranks
+with the same number of calls):
+
+- parareal, 2 ranks x 1 thread (gloo): the `unrolled` gradient with the forward's graphs kept
+  (`recompute: false`) and with re-runs (`recompute: true`, memory flat in the steps);
+- parareal on 1 process, 1 and 2 threads (graphs kept);
+- torchdiffeq `odeint` (the zoo's `ODEBlock`, what `odenet` runs), same rk4 grid, 1 and 2 threads;
+- torchdiffeq `odeint_adjoint`, same grid, 1 and 2 threads (training only: without a graph it is
+  `odeint`).
+
+Reported per state size: seconds per call, the speedup of each 2-rank variant over every
+baseline per round (median, min–max) and over the best of 1 and 2 threads, peak RSS of one
+call in a fresh process per candidate, the relative error of output and gradient against the
+serial fine solve (odeint), K, per-rank fine / coarse / communication / wait seconds of one call
+from a torch.profiler trace beside the block's own timers (and which collective the
+communication time went to), and the speedup the schedule model predicts at P = 2 from
+per-slice costs and a ping-pong measured in the same run.
 
 Writes docs/benchmarks/time_parallel.{json,md}.
 """
@@ -28,289 +35,413 @@ Writes docs/benchmarks/time_parallel.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import dataclasses
 import statistics
-import subprocess
-import sys
-from datetime import timedelta
+import time
 from pathlib import Path
-from time import perf_counter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # benchmark the working tree
+import _common
+import comm_model
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
-from torch import nn  # noqa: E402
+from pnode_zoo.distributed import create_groups
+from pnode_zoo.ode import ODEBlock, PararealODEBlock
+from pnode_zoo.ode.vector_fields import MLPVectorField
 
-from pnode_zoo.distributed import create_groups  # noqa: E402
-from pnode_zoo.ode.parareal_block import PararealODEBlock  # noqa: E402
-from pnode_zoo.ode.vector_fields import MLPVectorField  # noqa: E402
-
-OUT = ROOT / "docs" / "benchmarks" / "time_parallel"
-DIM, HIDDEN, SLICES, FINE_STEPS, COARSE_STEPS = 64, 128, 2, 32, 2
-RANKS = 2
-CASES = ("forward", "train_serial_adjoint", "train_coarse_adjoint")
-
-
-def blocks(backward: str) -> tuple[nn.Module, nn.Module]:
-    """(time-parallel model, serial-fine model) with the same weights: block -> linear head."""
-    torch.manual_seed(0)
-    field, head = MLPVectorField(DIM, HIDDEN), nn.Linear(DIM, 1)
-    parallel = PararealODEBlock(
-        field, 0.0, 1.0, num_slices=SLICES, coarse="rk4", coarse_steps=COARSE_STEPS, fine="rk4",
-        fine_steps=FINE_STEPS, max_iters=1, tol=0.0, backward=backward, backward_max_iters=0,
-    )
-    serial = PararealODEBlock(
-        MLPVectorField(DIM, HIDDEN), 0.0, 1.0, num_slices=1, coarse="euler", fine="rk4",
-        fine_steps=SLICES * FINE_STEPS, max_iters=1, tol=0.0, backward="fine_adjoint",
-    )
-    serial.func.load_state_dict(field.state_dict())
-    serial_head = nn.Linear(DIM, 1)
-    serial_head.load_state_dict(head.state_dict())
-    return nn.Sequential(parallel, head), nn.Sequential(serial, serial_head)
+NAME = "time_parallel"
+SCRIPT = Path(__file__).resolve()
+PARALLEL = {"forward": ["parareal_kept"], "train": ["parareal_kept", "parareal_recompute"]}
+SERIAL = {"forward": ["parareal", "odeint"], "train": ["parareal", "odeint", "odeint_adjoint"]}
+LABELS = {
+    "parareal_kept": "parareal, 2 ranks x 1 thread (graphs kept)",
+    "parareal_recompute": "parareal, 2 ranks x 1 thread (recompute)",
+    "parareal": "parareal, 1 process (graphs kept)",
+    "odeint": "torchdiffeq odeint",
+    "odeint_adjoint": "torchdiffeq odeint_adjoint",
+}
+#: torch.profiler ranges of the block (problem.py) and of the time group (communicator.py)
+RANGES = ("parareal/fine", "parareal/coarse", "time_parallel/comm", "time_parallel/wait")
 
 
-def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train: bool) -> torch.Tensor:
-    """A forward pass (no graph), or forward, backward and an SGD step (learning rate 0)."""
-    if not train:
-        with torch.no_grad():
-            return model(x)
-    model.zero_grad(set_to_none=True)
-    out = model(x)
-    (out - y).square().mean().backward()
-    with torch.no_grad():  # the update's cost, not its effect: both models keep their weights
-        for p in model.parameters():
-            p -= 0.0 * p.grad
-    return out.detach()
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """One configuration of the benchmark."""
+
+    dim: int = 64
+    batch: int = 64
+    hidden: int = 128
+    slices: int = 2
+    fine_steps: int = 32
+    coarse_steps: int = 1
+    iters: int = 1
+
+    def model(self, kind: str) -> nn.Module:
+        """block -> linear head, the same weights for every kind: ``odeint``,
+        ``odeint_adjoint``, ``parareal``/``parareal_kept`` (unrolled, graphs kept),
+        ``parareal_recompute`` (unrolled, re-runs), ``parareal_fine_adjoint`` (re-runs)."""
+        torch.manual_seed(0)
+        field, head = MLPVectorField(self.dim, self.hidden), nn.Linear(self.dim, 1)
+        steps = self.slices * self.fine_steps
+        if kind.startswith("odeint"):
+            block = ODEBlock(field, 0.0, 1.0, "rk4", steps, adjoint=kind == "odeint_adjoint")
+        else:
+            block = PararealODEBlock(
+                field, 0.0, 1.0, num_slices=self.slices, coarse="rk4",
+                coarse_steps=self.coarse_steps, fine="rk4", fine_steps=self.fine_steps,
+                max_iters=self.iters, tol=0.0,
+                recompute=kind in ("parareal_recompute", "parareal_fine_adjoint"),
+                backward="fine_adjoint" if kind == "parareal_fine_adjoint" else "unrolled",
+            )
+        return nn.Sequential(block, head)
+
+    def data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(1)
+        return (torch.randn(self.batch, self.dim, generator=g),
+                torch.randn(self.batch, 1, generator=g))
+
+
+class Step:
+    """One call of a case: a forward pass without a graph, or a training step; keeps the last
+    output (and the parameters keep their gradients)."""
+
+    def __init__(self, model: nn.Module, case: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.case, self.x, self.y = model, case, x, y
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        self.output: torch.Tensor | None = None
+
+    def __call__(self) -> None:
+        if self.case == "forward":
+            with torch.no_grad():
+                self.output = self.model(self.x)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        output = self.model(self.x)
+        nn.functional.mse_loss(output, self.y).backward()
+        self.optimizer.step()
+        self.output = output.detach()
+
+    def gradient(self) -> torch.Tensor | None:
+        """The last training step's gradient of all parameters, flat (None for a forward)."""
+        if self.case == "forward":
+            return None
+        return torch.cat([p.grad.flatten() for p in self.model.parameters()])
+
+
+def candidates(case: str) -> list[tuple[str, int]]:
+    """(kind, threads) in the order of a round; threads 0 marks a 2-rank run."""
+    return [(kind, 0) for kind in PARALLEL[case]] + [
+        (kind, threads) for kind in SERIAL[case] for threads in (1, 2)]
+
+
+def key(kind: str, threads: int) -> str:
+    return kind if threads == 0 else f"{kind}@{threads}"
+
+
+# --- one state size, on 2 ranks ------------------------------------------------------------
+
+def world(rank: int, setup: dict, cases: list[str], number: int, pairs: int) -> dict:
+    """Alternating rounds of every candidate; then accuracy, one profiled call per 2-rank
+    variant, per-slice costs and a ping-pong for the model. Rank 1 joins the 2-rank runs and
+    otherwise waits at a barrier."""
+    s = Setup(**setup)
+    group = create_groups(2)[0]
+    x, y = s.data()
+    out: dict = {}
+    for case in cases:
+        models, fns = {}, {}
+        for kind, threads in candidates(case):
+            if threads == 0 or rank == 0:
+                models[kind] = models.get(kind) or s.model(kind)
+                if threads == 0:
+                    models[kind][0].time_group = group
+                fns[key(kind, threads)] = Step(models[kind], case, x, y)
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        for i in range(pairs + 1):  # round 0 warms up
+            for kind, threads in candidates(case):
+                dist.barrier()
+                if key(kind, threads) in fns:
+                    seconds = _common.timed(fns[key(kind, threads)], number, max(threads, 1))
+                    if i > 0:
+                        times[key(kind, threads)].append(seconds)
+        dist.barrier()
+        out[case] = {
+            "times": times,
+            "per_rank": {kind: one_profiled_call(models[kind], fns[kind])
+                         for kind in PARALLEL[case]},
+            "accuracy": accuracy(fns, case) if rank == 0 else {},
+        }
+        if rank == 0:  # inputs of the model: per-slice costs with the machine to itself
+            out[case]["slice_costs"] = comm_model.measure_slice(
+                models["parareal"][0], x, number)
+        dist.barrier()
+    out["ping_pong"] = comm_model.ping_pong(rank, [8, s.batch * s.dim * 4], 10, 3)
+    return out
+
+
+def one_profiled_call(model: nn.Module, fn: Step) -> dict:
+    """Where one call's time goes on this rank: torch.profiler ranges, the communication by
+    collective, and the block's own timers of the same call."""
+    dist.barrier()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    stats = model[0].stats
+    return {
+        "profiler": profile_ranges(prof.key_averages()),
+        "comm_by_op": comm_by_op(prof.events()),
+        "stats": {k: stats.summary()[k] for k in
+                  ("time_fine", "time_coarse", "time_comm", "time_wait", "forward_iters")},
+    }
+
+
+def profile_ranges(averages) -> dict[str, dict[str, float]]:
+    """Seconds and calls of the block's ranges (``RANGES``) in a profiler's key averages."""
+    found = {event.key: event for event in averages if event.key in RANGES}
+    return {name: {"seconds": found[name].cpu_time_total / 1e6 if name in found else 0.0,
+                   "calls": found[name].count if name in found else 0} for name in RANGES}
+
+
+def comm_by_op(events) -> dict[str, float]:
+    """Seconds of the ``time_parallel/comm`` ranges by the collective inside them (the c10d
+    op; none: waiting for this rank's sends to complete)."""
+    out: dict[str, float] = {}
+    for event in events:
+        if event.name != "time_parallel/comm":
+            continue
+        ops = [c.name for c in event.cpu_children if c.name.startswith("c10d::")]
+        op = ops[0].removeprefix("c10d::").rstrip("_") if ops else "wait for sends"
+        out[op] = out.get(op, 0.0) + event.cpu_time_total / 1e6
+    return out
+
+
+def accuracy(steps: dict[str, Step], case: str) -> dict:
+    """Relative errors of each candidate's last call against the serial fine solve (odeint at
+    1 thread): the output, and in a training step the gradient of all parameters (block and
+    head). Rank 0, after the 2-rank variants' profiled call (a call of both ranks)."""
+    reference = steps["odeint@1"]
+    out = {}
+    for name, step in steps.items():
+        kind = name.partition("@")[0]
+        if kind == "odeint" or kind in out:
+            continue
+        grad = step.gradient()
+        out[kind] = {"output": _rel(step.output, reference.output),
+                     "gradient": None if grad is None else _rel(grad, reference.gradient())}
+    return out
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def measure(rank: int, case: str, batch: int, pairs: int) -> dict:
-    """Alternating timings of one case; rank 0 returns the results, rank 1 an empty dict."""
-    train = case != "forward"
-    backward = "fine_adjoint" if case == "train_serial_adjoint" else "parareal_adjoint"
-    parallel, serial = blocks(backward)
-    parallel[0].time_group = create_groups(RANKS, timedelta(seconds=300))[0]
-    torch.manual_seed(1)
-    x, y = torch.randn(batch, DIM), torch.randn(batch, 1)
-    ratios, ratios_one, times_a, times_b, times_c, stats = [], [], [], [], [], []
-    for i in range(pairs + 1):  # pair 0 is the warm-up
-        dist.barrier()
-        tic = perf_counter()
-        out_a = step(parallel, x, y, train)
-        dist.barrier()
-        time_a = perf_counter() - tic
-        stats.append(parallel[0].stats.summary())
-        if rank == 0:
-            torch.set_num_threads(RANKS)
-            tic = perf_counter()
-            out_b = step(serial, x, y, train)
-            time_b = perf_counter() - tic
-            torch.set_num_threads(1)
-            tic = perf_counter()
-            step(serial, x, y, train)
-            time_c = perf_counter() - tic
-            if i > 0:
-                times_a.append(time_a)
-                times_b.append(time_b)
-                times_c.append(time_c)
-                ratios.append(time_b / time_a)
-                ratios_one.append(min(time_b, time_c) / time_a)
-        dist.barrier()
-    gathered: list[list[dict]] = [[] for _ in range(RANKS)]
-    dist.all_gather_object(gathered, stats[1:])
-    if rank != 0:
-        return {}
-    result = {
-        "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
-        "speedup_max": max(ratios), "seconds_parallel_median": statistics.median(times_a),
-        "seconds_serial_median": statistics.median(times_b),
-        "speedup_vs_best_serial_median": statistics.median(ratios_one),
-        "speedup_vs_best_serial_min": min(ratios_one),
-        "speedup_vs_best_serial_max": max(ratios_one),
-        "seconds_serial_one_thread_median": statistics.median(times_c), "pairs": pairs,
-        "relative_error_output": _rel(out_a, out_b),
-        "per_rank": [
-            {key: statistics.median(s[key] for s in per_rank)
-             for key in ("time_fine", "time_coarse", "time_comm", "time_wait")}
-            for per_rank in gathered
-        ],
-        "forward_iters": stats[-1]["forward_iters"],
-    }
-    if train:  # gradient error of the last step, against the serial fine solve's gradient
-        grads_a = torch.cat([p.grad.flatten() for p in parallel.parameters()])
-        grads_b = torch.cat([p.grad.flatten() for p in serial.parameters()])
-        result["relative_error_gradient"] = _rel(grads_a, grads_b)
+# --- peak memory, one fresh process per candidate ------------------------------------------
+
+def rss_child(payload: dict) -> dict:
+    """Peak RSS over two calls in this fresh process, or on each of 2 spawned ranks (fresh
+    interpreters too), and the RSS before the first call (model and data built).
+
+    Args:
+        payload: ``setup`` (a ``Setup`` as a dict), ``case``, ``kind`` (of ``Setup.model``)
+            and optionally ``ranks`` (default: 2 for the 2-rank kinds of the case, else 1).
+    """
+    s, case, kind = Setup(**payload["setup"]), payload["case"], payload["kind"]
+    torch.set_num_threads(1)
+    if payload.get("ranks", 2 if kind in PARALLEL[case] else 1) == 2:
+        per_rank = _common.run_ranks(_rss_rank, (payload,), start_method="spawn")
+        return {"peak": max(r["peak"] for r in per_rank),
+                "before": max(r["before"] for r in per_rank)}
+    return _rss_measure(s, case, kind)
+
+
+def _rss_rank(rank: int, payload: dict) -> dict:
+    s = Setup(**payload["setup"])
+    return _rss_measure(s, payload["case"], payload["kind"], create_groups(2)[0])
+
+
+def _rss_measure(s: Setup, case: str, kind: str, group=None) -> dict:
+    model = s.model(kind)
+    model[0].time_group = group
+    x, y = s.data()
+    fn = Step(model, case, x, y)
+    before = _common.current_rss_bytes()
+    fn()
+    fn()
+    return {"peak": _common.peak_rss_bytes(), "before": before}
+
+
+# --- results -------------------------------------------------------------------------------
+
+def summarise(ranks_out: list[dict], setup: Setup, cases: list[str], memory: dict) -> dict:
+    """Ratios per round, the best-of-threads baselines, where the time goes, the model."""
+    rank0, rank1 = ranks_out
+    comm = comm_model.fit_hockney([r["bytes"] for r in rank0["ping_pong"]],
+                                  [r["median"] for r in rank0["ping_pong"]])
+    result = {"comm": dataclasses.asdict(comm)}
+    for case in cases:
+        times = dict(rank0[case]["times"])
+        for kind in PARALLEL[case]:  # a 2-rank call lasts until its slower rank is done
+            times[kind] = [max(a, b) for a, b in
+                           zip(times[kind], rank1[case]["times"][kind], strict=True)]
+        for kind in SERIAL[case]:
+            times[f"{kind}@best"] = [min(a, b) for a, b in
+                                     zip(times[f"{kind}@1"], times[f"{kind}@2"], strict=True)]
+        speedups = {
+            parallel: {base: _common.spread([b / a for a, b in
+                                             zip(times[parallel], times[base], strict=True)])
+                       for base in times if base not in PARALLEL[case]}
+            for parallel in PARALLEL[case]
+        }
+        measured = rank0[case]["slice_costs"]
+        p1 = statistics.median(times["parareal@1"])
+        modelled = {}
+        for kind in PARALLEL[case]:
+            recompute = kind == "parareal_recompute"
+            costs = comm_model.slice_costs(measured, case == "train", recompute)
+            overhead = max(p1 - comm_model.modelled(costs, setup.slices, 1, setup.iters, None,
+                                                    case == "train"), 0.0)
+            costs = dataclasses.replace(costs, overhead=overhead)
+            seconds = comm_model.modelled(costs, setup.slices, 2, setup.iters, comm,
+                                          case == "train")
+            best = statistics.median(times["odeint@best"])
+            modelled[kind] = {"seconds": seconds, "speedup_over_odeint_best": best / seconds,
+                              "overhead": overhead}
+        result[case] = {
+            "seconds": {name: _common.spread(t) for name, t in times.items()},
+            "speedup": speedups,
+            "accuracy": rank0[case]["accuracy"],
+            "per_rank": {kind: [rank0[case]["per_rank"][kind], rank1[case]["per_rank"][kind]]
+                         for kind in PARALLEL[case]},
+            "slice_costs": measured,
+            "modelled": modelled,
+            "memory": memory.get(case, {}),
+        }
     return result
 
 
-def slice_costs(batch: int, steps: int, pairs: int) -> tuple[float, float]:
-    """Seconds of one slice (length 1/N, ``steps`` RK4 steps, one batch) on one thread: the
-    solve, and its VJP (recomputation and backward); medians after a warm-up."""
-    torch.manual_seed(0)
-    block = PararealODEBlock(
-        MLPVectorField(DIM, HIDDEN), 0.0, 1.0 / SLICES, num_slices=1, coarse="euler", fine="rk4",
-        fine_steps=steps, max_iters=1, tol=0.0, backward="fine_adjoint",
-    )
-    model = nn.Sequential(block, nn.Linear(DIM, 1))
-    x, y = torch.randn(batch, DIM), torch.randn(batch, 1)
-    solve, vjp = [], []
-    for _ in range(pairs + 1):
-        step(model, x, y, train=False)
-        solve.append(block.stats.time_fine)
-        step(model, x, y, train=True)  # the block's stats of one call include its backward
-        vjp.append(block.stats.time_fine - solve[-1])
-    return statistics.median(solve[1:]), statistics.median(vjp[1:])
-
-
-def unit_costs(batch: int, pairs: int) -> dict[str, float]:
-    """Per-slice seconds of F, G and their VJPs, one thread."""
-    fine, fine_vjp = slice_costs(batch, FINE_STEPS, pairs)
-    coarse, coarse_vjp = slice_costs(batch, COARSE_STEPS, pairs)
-    return {"fine": fine, "fine_vjp": fine_vjp, "coarse": coarse, "coarse_vjp": coarse_vjp}
-
-
-def modelled(costs: dict[str, float], serial_seconds: dict[str, float]) -> dict[str, float]:
-    """Pipelined parareal schedule, N = P = 2, K = 1, from measured per-slice costs, against
-    the measured serial time of each case.
-
-    Forward: f + (K + 2) c on the last rank (its coarse sweep waits for the previous rank's G,
-    then F, then the correction G). Serial adjoint: the chain of N VJPs moves rank to rank, but
-    each rank recomputes its F (the first part of a VJP) before the adjoint arrives:
-    v + (N - 1)(v - f). Coarse adjoint: v + N c_v (the VJPs of G pass rank to rank).
-    """
-    f, c, v, c_v = costs["fine"], costs["coarse"], costs["fine_vjp"], costs["coarse_vjp"]
-    forward = f + 3 * c
-    parallel = {
-        "forward": forward,
-        "train_serial_adjoint": forward + v + (SLICES - 1) * (v - f),
-        "train_coarse_adjoint": forward + v + SLICES * c_v,
-    }
-    return {case: serial_seconds[case] / parallel[case] for case in CASES}
-
-
-def worker(rank: int, port: int, batch: int, pairs: int, path: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=RANKS, timeout=timedelta(seconds=300))
-    results = {case: measure(rank, case, batch, pairs) for case in CASES}
-    # Unit costs twice: on rank 0 alone, then on both ranks at once (each its own solve, no
-    # communication). Their ratio is what sharing the cores costs: on virtual CPUs two
-    # single-thread jobs can each run slower than one alone, whatever the algorithm.
-    alone = unit_costs(batch, pairs) if rank == 0 else {}
-    dist.barrier()
-    shared = unit_costs(batch, pairs)
-    dist.barrier()
-    if rank == 0:
-        serial = {case: min(results[case]["seconds_serial_median"],
-                            results[case]["seconds_serial_one_thread_median"]) for case in CASES}
-        results["unit_costs"] = {"alone": alone, "shared": shared}
-        results["core_sharing_slowdown"] = shared["fine"] / alone["fine"]
-        results["modelled_speedup"] = {
-            "ideal_cores": modelled(alone, serial), "shared_cores": modelled(shared, serial)}
-        Path(path).write_text(json.dumps(results))
-    dist.destroy_process_group()
-
-
-def environment(command: str) -> dict[str, str | int]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
-    return {"command": command, "commit": commit + ("+dirty" if dirty else ""),
-            "torch": torch.__version__, "cpu": cpu, "cores": os.cpu_count() or 0,
-            "threads": f"parallel: {RANKS} ranks x 1 thread; serial: 1 process x {RANKS} threads"}
-
-
-def markdown(env: dict, per_batch: dict[str, dict]) -> str:
+def markdown(env: dict, setup: Setup, cases: list[str], results: dict[str, dict]) -> str:
+    s = setup
     lines = [
-        "# Time-parallel parareal: 2 ranks x 1 thread vs serial fine solve, 1 process x 2 threads",
-        "",
-        f"Command: `{env['command']}` — commit {env['commit']}, torch {env['torch']}, "
-        f"{env['cores']} cores ({env['cpu']}), {env['threads']}. Runs alternate, so the "
-        "ratios hold even when other jobs share the machine.",
-        "",
-        f"Model: MLP field (state {DIM}, hidden {HIDDEN}), float32, N = {SLICES} slices x "
-        f"{FINE_STEPS} RK4 steps (fine), {COARSE_STEPS} RK4 steps (coarse), K = 1.",
+        "# Parareal on 2 ranks against torchdiffeq (odeint, odeint_adjoint)", "",
+        _common.header(env), "",
+        f"Model: MLP field (state D, hidden {s.hidden}, 2 tanh layers) + linear head, float32, "
+        f"batch {s.batch}, t in [0, 1]; fine solve {s.slices} x {s.fine_steps} = "
+        f"{s.slices * s.fine_steps} rk4 steps (torchdiffeq: the same grid), coarse "
+        f"{s.coarse_steps} rk4 steps per slice, K = {s.iters} (fixed). Training step = forward, "
+        "mean-squared loss, backward, SGD step (lr 0). Speedup = baseline seconds / 2-rank "
+        "seconds in the same round (a 2-rank call lasts until its slower rank is done); median "
+        "(min–max) over the rounds; *best* = the faster of 1 and 2 threads in each round. Peak "
+        "RSS: `getrusage` max RSS of a fresh process (per rank: the larger) over two calls, one "
+        "thread; *call* = peak minus the RSS before the first call (model and data built): "
+        "the calls' own memory, comparable across candidates.", "",
     ]
-    for batch, results in per_batch.items():
-        lines += ["", f"## Batch {batch}", ""] + _batch_tables(results)
-    return "\n".join(lines) + "\n"
-
-
-def _batch_tables(results: dict) -> list[str]:
-    lines = [
-        "| case | speedup vs 2 threads, median (min–max) | vs best of 1/2 threads | "
-        "modelled, ideal cores | modelled, shared cores | serial 2 thr. s | serial 1 thr. s | "
-        "parallel s | rel. error output | rel. error gradient |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for case in CASES:
-        r = results[case]
-        grad = f"{r['relative_error_gradient']:.1e}" if "relative_error_gradient" in r else "–"
-        lines.append(
-            f"| {case} | {r['speedup_median']:.2f} ({r['speedup_min']:.2f}–"
-            f"{r['speedup_max']:.2f}) | {r['speedup_vs_best_serial_median']:.2f} "
-            f"({r['speedup_vs_best_serial_min']:.2f}–{r['speedup_vs_best_serial_max']:.2f}) | "
-            f"{results['modelled_speedup']['ideal_cores'][case]:.2f} | "
-            f"{results['modelled_speedup']['shared_cores'][case]:.2f} | "
-            f"{r['seconds_serial_median']:.3f} | "
-            f"{r['seconds_serial_one_thread_median']:.3f} | {r['seconds_parallel_median']:.3f} | "
-            f"{r['relative_error_output']:.1e} | {grad} |"
-        )
-    lines += ["", "Per-rank seconds inside the block (medians; wait = blocked in recv):", "",
-              "| case | rank | fine | coarse | comm | wait |", "|---|---|---|---|---|---|"]
-    for case in CASES:
-        for rank, t in enumerate(results[case]["per_rank"]):
-            lines.append(f"| {case} | {rank} | {t['time_fine']:.3f} | {t['time_coarse']:.3f} | "
-                         f"{t['time_comm']:.3f} | {t['time_wait']:.3f} |")
-    alone, shared = results["unit_costs"]["alone"], results["unit_costs"]["shared"]
+    for dim, r in results.items():
+        lines += [f"## State {dim}", ""]
+        for case in cases:
+            lines += _case_tables(case, r, s)
     lines += [
-        "", "Measured per-slice costs (1 thread; modelled speedups use the pipelined schedule "
-        "of the script's `modelled` against the faster serial run):", "",
-        "| | F | G | VJP of F | VJP of G |", "|---|---|---|---|---|",
-        *(f"| {label} | {c['fine']:.4f} s | {c['coarse']:.4f} s | {c['fine_vjp']:.4f} s | "
-          f"{c['coarse_vjp']:.4f} s |"
-          for label, c in (("one process alone", alone), ("both ranks at once", shared))), "",
-        f"Sharing the cores slows each single-thread fine solve by "
-        f"{results['core_sharing_slowdown']:.2f}x: run side by side, two independent jobs give "
-        f"{2 / results['core_sharing_slowdown']:.2f}x the throughput of one after the other, "
-        "which bounds any two-way split of the work on this machine.",
-    ]
-    return lines
+        "Per-rank seconds of one call: profiler = torch.profiler ranges (`parareal/fine`, "
+        "`parareal/coarse`: the propagators' solves, `time_parallel/comm`: sends and "
+        "collectives, `time_parallel/wait`: blocked receives); stats = the block's own timers "
+        "(fine and coarse include the VJPs, which run outside the profiler's ranges). *Modelled* "
+        "= `pnode_zoo.ode.schedule` at P = 2 from per-slice costs measured on rank 0 alone, "
+        "messages from a ping-pong in the same run, and the P = 1 overhead (measured minus "
+        "modelled at 1 thread).", ""]
+    return "\n".join(lines)
+
+
+def _case_tables(case: str, r: dict, s: Setup) -> list[str]:
+    c = r[case]
+    parallel = PARALLEL[case]
+    title = "Forward pass" if case == "forward" else "Training step"
+    lines = [f"### {title}", "",
+             "| candidate | threads | seconds | " + " | ".join(
+                 f"speedup of {LABELS[p].split(', ', 1)[1]}" for p in parallel)
+             + " | peak RSS MiB | call MiB | rel. error output | rel. error gradient |",
+             "|---|---|---|" + "---|" * len(parallel) + "---|---|---|---|"]
+    for name, sec in c["seconds"].items():
+        kind, _, threads = name.partition("@")
+        speed = [("–" if name in parallel else _common.fmt_spread(c["speedup"][p][name]))
+                 for p in parallel]
+        lines.append(_row(kind, threads, sec, speed, c["memory"].get(kind, {}),
+                          c["accuracy"].get(kind, {})))
+    lines += ["", "| 2-rank variant | rank | K | fine s (profiler / stats) | coarse s | comm s | "
+              "wait s | comm by collective (profiler) |", "|---|---|---|---|---|---|---|---|"]
+    for kind in parallel:
+        for rank, pr in enumerate(c["per_rank"][kind]):
+            prof, st = pr["profiler"], pr["stats"]
+            ops = ", ".join(f"{op} {sec * 1e3:.1f} ms" for op, sec in pr["comm_by_op"].items())
+            lines.append(
+                f"| {LABELS[kind].split(', ', 1)[1]} | {rank} | {st['forward_iters']} | "
+                f"{prof['parareal/fine']['seconds']:.4f} / {st['time_fine']:.4f} | "
+                f"{prof['parareal/coarse']['seconds']:.4f} / {st['time_coarse']:.4f} | "
+                f"{prof['time_parallel/comm']['seconds']:.4f} / {st['time_comm']:.4f} | "
+                f"{prof['time_parallel/wait']['seconds']:.4f} / {st['time_wait']:.4f} | "
+                f"{ops or '–'} |")
+    lines += ["", "| 2-rank variant | speedup over odeint (best), measured | modelled (P = 2, "
+              "with messages) | modelled s | overhead s (P = 1) |", "|---|---|---|---|---|"]
+    for kind in parallel:
+        m = c["modelled"][kind]
+        lines.append(f"| {LABELS[kind].split(', ', 1)[1]} | "
+                     f"{_common.fmt_spread(c['speedup'][kind]['odeint@best'])} | "
+                     f"{m['speedup_over_odeint_best']:.2f} | {m['seconds']:.4f} | "
+                     f"{m['overhead']:.4f} |")
+    return [*lines, ""]
+
+
+def _row(kind: str, threads: str, sec: dict, speed: list[str], mem: dict, acc: dict) -> str:
+    memory = (f"{_common.mib(mem['peak'])} | {_common.mib(mem['peak'] - mem['before'])}"
+              if mem else "– | –")
+    output = f"{acc['output']:.1e}" if acc else "–"
+    gradient = f"{acc['gradient']:.1e}" if acc.get("gradient") is not None else "–"
+    return (f"| {LABELS[kind]} | {threads or '2 x 1'} | {_common.fmt_spread(sec, 4)} | "
+            + " | ".join(speed) + f" | {memory} | {output} | {gradient} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=7, help="timed A/B pairs after a warm-up")
-    parser.add_argument("--batches", type=int, nargs="+", default=[32, 256])
-    parser.add_argument("--port", type=int, default=29561)
+    parser.add_argument("--dims", type=int, nargs="+", default=[16, 64, 256], help="state sizes")
+    parser.add_argument("--batch", type=int, default=Setup.batch)
+    parser.add_argument("--hidden", type=int, default=Setup.hidden)
+    parser.add_argument("--slices", type=int, default=Setup.slices, help="N (even: 2 ranks)")
+    parser.add_argument("--fine-steps", type=int, default=Setup.fine_steps, help="per slice")
+    parser.add_argument("--coarse-steps", type=int, default=Setup.coarse_steps, help="per slice")
+    parser.add_argument("--iters", type=int, default=Setup.iters, help="K (fixed)")
+    parser.add_argument("--cases", nargs="+", default=["forward", "train"],
+                        choices=["forward", "train"])
+    parser.add_argument("--pairs", type=int, default=5, help="measured rounds after a warm-up")
+    parser.add_argument("--number", type=int, default=2, help="calls per timing")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS processes")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    raw = OUT.with_suffix(".raw.json")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    per_batch = {}
-    for i, batch in enumerate(args.batches):  # a fresh port each time: no TIME_WAIT clash
-        mp.start_processes(worker, (args.port + i, batch, args.pairs, str(raw)), nprocs=RANKS,
-                           start_method="fork")
-        per_batch[str(batch)] = json.loads(raw.read_text())
-        raw.unlink()
-    command = "python benchmarks/time_parallel.py" + (
-        f" --pairs {args.pairs}" if args.pairs != 7 else "") + (
-        f" --batches {' '.join(map(str, args.batches))}" if args.batches != [32, 256] else "")
-    env = environment(command)
-    OUT.with_suffix(".json").write_text(json.dumps({"environment": env, "batches": per_batch},
-                                                   indent=2) + "\n")
-    OUT.with_suffix(".md").write_text(markdown(env, per_batch))
-    print(markdown(env, per_batch))
+    if args.child:
+        import json
+
+        _common.emit(rss_child(json.loads(args.child)))
+        return
+    tic = time.perf_counter()
+    results = {}
+    for dim in args.dims:
+        setup = Setup(dim=dim, batch=args.batch, hidden=args.hidden, slices=args.slices,
+                      fine_steps=args.fine_steps, coarse_steps=args.coarse_steps,
+                      iters=args.iters)
+        ranks_out = _common.run_ranks(world, (dataclasses.asdict(setup), args.cases,
+                                              args.number, args.pairs))
+        memory = {} if args.no_memory else {
+            case: {kind: _common.run_fresh(SCRIPT, {"setup": dataclasses.asdict(setup),
+                                                    "case": case, "kind": kind})
+                   for kind in PARALLEL[case] + SERIAL[case]}
+            for case in args.cases}
+        results[str(dim)] = summarise(ranks_out, setup, args.cases, memory)
+    env = _common.environment("candidates: 2 ranks x 1 thread, or 1 process x 1 and x 2 "
+                              "threads (the other rank idle at a barrier)")
+    base = Setup(batch=args.batch, hidden=args.hidden, slices=args.slices,
+                 fine_steps=args.fine_steps, coarse_steps=args.coarse_steps, iters=args.iters)
+    text = markdown(env, base, args.cases, results)
+    _common.write_results(NAME, {"environment": env, "setup": dataclasses.asdict(base),
+                                 "seconds": time.perf_counter() - tic, "results": results}, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -235,8 +235,9 @@ class Linearization:
         """
         device = cotangents.device
         tic = clock(device)
-        pulled = torch.autograd.grad(self.out, self.inputs, cotangents, retain_graph=keep,
-                                     allow_unused=True)
+        with record_function(f"parareal/{self.kind}"):  # VJPs count as the propagator's time
+            pulled = torch.autograd.grad(self.out, self.inputs, cotangents, retain_graph=keep,
+                                         allow_unused=True)
         when = (tic, clock(device))
         stats = self.problem.stats
         stats.record("backward", self.kind, self.slices, Work(), [when], self.nfe, self.batched)

@@ -1,0 +1,246 @@
+"""What every benchmark shares: the machine and commit it ran on, timing loops and summaries of
+alternating measurements, result files, peak memory in a fresh process, and 2-rank gloo worlds.
+
+Benchmarks run as scripts from the repository root (``python benchmarks/NAME.py``), so this
+module is imported as ``_common`` (the script's folder is on ``sys.path``) and puts the working
+tree first on ``sys.path``: the benchmarks measure the checkout they sit in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: where results go; PNODE_BENCH_OUT moves them (e.g. for a trial run at toy sizes)
+OUT_DIR = Path(os.environ.get("PNODE_BENCH_OUT", ROOT / "docs" / "benchmarks"))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: prefix of the one line of a fresh process's stdout that carries its result
+RESULT_PREFIX = "RESULT "
+
+
+def environment(threads: str) -> dict[str, str | int]:
+    """The run's command, commit, library versions and machine, for the tables' headers.
+
+    Args:
+        threads: how the run uses threads and processes, in words.
+    """
+    import torch
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return {
+        "command": command_line(),
+        "commit": commit,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": threads,
+        "cores": os.cpu_count() or 0,
+        "cpu": cpu_model(),
+    }
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that ran this script, from the repository root."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]).resolve()
+    if script.is_relative_to(ROOT):
+        argv[0] = str(script.relative_to(ROOT))
+    return shlex.join(["python", *argv])
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux).
+
+    Args:
+        cpuinfo: the text of /proc/cpuinfo (None: read it).
+    """
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.exists() else ""
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def header(env: dict) -> str:
+    """The markdown paragraph that says how a table was made."""
+    return (
+        f"Command: `{env['command']}`; commit {env['commit']}, {env['date']}; torch "
+        f"{env['torch']}, Python {env['python']}; {env['threads']}; machine: {env['cores']} "
+        f"cores, {env['cpu']}."
+    )
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of repeated measurements (of ratios, or of seconds)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def fmt_spread(s: dict[str, float], digits: int = 2) -> str:
+    """``median (min–max)``."""
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+
+def write_results(name: str, result: dict, markdown: str) -> Path:
+    """docs/benchmarks/NAME.json and NAME.md; returns the markdown's path."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    path = OUT_DIR / f"{name}.md"
+    path.write_text(markdown)
+    return path
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (``getrusage`` max RSS), in bytes."""
+    return max_rss_to_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def max_rss_to_bytes(ru_maxrss: int, system: str | None = None) -> int:
+    """``ru_maxrss`` in bytes: Linux reports KiB, macOS bytes.
+
+    Args:
+        ru_maxrss: the value ``getrusage`` gave.
+        system: ``platform.system()`` of the machine that gave it (None: this one).
+    """
+    return ru_maxrss if (system or platform.system()) == "Darwin" else ru_maxrss * 1024
+
+
+def current_rss_bytes(status: str | None = None) -> int:
+    """This process's resident memory now (VmRSS of /proc/self/status), in bytes.
+
+    Args:
+        status: the text of /proc/self/status (None: read it).
+    """
+    if status is None:
+        status = Path("/proc/self/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            value, unit = line.split()[1:3]
+            if unit != "kB":
+                raise ValueError(f"unexpected VmRSS unit {unit!r}")
+            return int(value) * 1024
+    raise ValueError("no VmRSS line in /proc/self/status")
+
+
+def emit(result: dict) -> None:
+    """Hand a fresh process's result to its parent (one line of stdout)."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def parse_result(stdout: str) -> dict:
+    """The result a fresh process handed back with ``emit`` (the last such line)."""
+    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if not lines:
+        raise ValueError("the process printed no result line")
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def run_fresh(script: Path, payload: dict, timeout: float = 1800.0) -> dict:
+    """Run ``script --child PAYLOAD`` in a new interpreter and return what it emitted.
+
+    A peak RSS is a process's high-water mark: every memory figure needs a process of its own.
+
+    Args:
+        script: the benchmark script, which must answer ``--child JSON``.
+        payload: what to measure, as JSON-able data.
+        timeout: seconds before the child is killed.
+    """
+    done = subprocess.run(
+        [sys.executable, str(script), "--child", json.dumps(payload)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+    if done.returncode:
+        raise RuntimeError(
+            f"{script.name} --child {json.dumps(payload)} failed ({done.returncode}):\n"
+            f"{done.stderr[-3000:]}"
+        )
+    return parse_result(done.stdout)
+
+
+def timed(fn: Callable[[], object], number: int, threads: int = 1) -> float:
+    """Seconds per call of ``fn``: ``torch.utils.benchmark.Timer`` over ``number`` calls (after
+    its own 2 warm-up calls) with ``threads`` torch threads. The count is fixed, so ranks that
+    time a collective call together stay in step.
+
+    Args:
+        fn: the call to time.
+        number: timed calls.
+        threads: torch threads while timing.
+    """
+    from torch.utils.benchmark import Timer
+
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).timeit(number).mean
+
+
+def run_ranks(
+    fn: Callable[..., object],
+    args: tuple = (),
+    ranks: int = 2,
+    timeout_s: float = 3600.0,
+    start_method: str = "fork",
+) -> list:
+    """Run ``fn(rank, *args)`` on ``ranks`` processes joined in a gloo world (1 torch thread
+    each); returns what each rank returned (JSON-able), in rank order.
+
+    Args:
+        fn: the work of one rank (a module-level function for ``"spawn"``).
+        args: its further arguments.
+        ranks: world size.
+        timeout_s: collective timeout of the world.
+        start_method: ``"fork"`` (fast, shares the imports) or ``"spawn"`` (fresh
+            interpreters: what a memory figure needs to compare with a fresh process).
+    """
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(_rank_main, (fn, args, ranks, free_port(), tmp, timeout_s),
+                           nprocs=ranks, start_method=start_method)
+        return [json.loads(Path(tmp, f"{rank}.json").read_text()) for rank in range(ranks)]
+
+
+def _rank_main(rank: int, fn, args, ranks, port, tmp, timeout_s) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=ranks, timeout=timedelta(seconds=timeout_s))
+    try:
+        Path(tmp, f"{rank}.json").write_text(json.dumps(fn(rank, *args)))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f}"

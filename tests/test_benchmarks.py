@@ -1,0 +1,154 @@
+"""The benchmarks' own logic: result and memory parsing, the message-cost fit, the profiler
+parsing, and each timing script end to end at toy sizes (nothing timed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _common  # noqa: E402
+import comm_model  # noqa: E402
+import time_parallel  # noqa: E402
+
+from pnode_zoo.ode.parareal_block import PararealODEBlock  # noqa: E402
+from pnode_zoo.ode.schedule import SliceCosts, modelled_forward  # noqa: E402
+from pnode_zoo.ode.vector_fields import MLPVectorField  # noqa: E402
+
+
+def test_result_line_of_a_fresh_process():
+    out = "warming up\nRESULT {\"peak\": 1}\nnoise\nRESULT {\"peak\": 2, \"before\": 1}\n"
+    assert _common.parse_result(out) == {"peak": 2, "before": 1}
+    with pytest.raises(ValueError, match="no result line"):
+        _common.parse_result("Traceback ...\n")
+
+
+def test_memory_units():
+    assert _common.max_rss_to_bytes(1000, "Linux") == 1024000  # getrusage: KiB on Linux
+    assert _common.max_rss_to_bytes(1000, "Darwin") == 1000
+    status = "Name:\tpython\nVmHWM:\t  900 kB\nVmRSS:\t  812 kB\nThreads:\t1\n"
+    assert _common.current_rss_bytes(status) == 812 * 1024
+    with pytest.raises(ValueError, match="no VmRSS"):
+        _common.current_rss_bytes("Name:\tpython\n")
+    # on this machine: the peak is at least what is resident now
+    assert _common.peak_rss_bytes() >= _common.current_rss_bytes() // 2
+
+
+def test_machine_description():
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: fpu\n"
+    assert _common.cpu_model(cpuinfo) == "AMD EPYC 7B13"
+    assert _common.command_line([str(ROOT / "benchmarks" / "memory.py"), "--steps", "16"]) == (
+        "python benchmarks/memory.py --steps 16")
+    s = _common.spread([3.0, 1.0, 2.0])
+    assert s == {"median": 2.0, "min": 1.0, "max": 3.0}
+    assert _common.fmt_spread(s) == "2.00 (1.00–3.00)"
+
+
+def test_latency_and_bandwidth_fit():
+    sizes = [8, 512, 32768, 2097152]
+    exact = [20e-6 + n / 2e9 for n in sizes]
+    comm = comm_model.fit_hockney(sizes, exact)
+    assert comm.latency == pytest.approx(20e-6, rel=1e-6)
+    assert comm.bandwidth == pytest.approx(2e9, rel=1e-6)
+    # noise that would make the fitted latency negative: fall back to the extremes
+    noisy = comm_model.fit_hockney([8, 16, 1024], [5e-6, 1e-6, 1.0e-6 + 1024 / 1e9])
+    assert noisy.latency > 0 and noisy.bandwidth > 0
+
+
+def test_profile_parsing_of_fake_events():
+    averages = [SimpleNamespace(key="parareal/fine", cpu_time_total=2500.0, count=3),
+                SimpleNamespace(key="aten::mm", cpu_time_total=9.0, count=1)]
+    ranges = time_parallel.profile_ranges(averages)
+    assert ranges["parareal/fine"] == {"seconds": 0.0025, "calls": 3}
+    assert ranges["time_parallel/wait"] == {"seconds": 0.0, "calls": 0}
+    child = SimpleNamespace(name="c10d::allreduce_")
+    events = [SimpleNamespace(name="time_parallel/comm", cpu_time_total=1000.0,
+                              cpu_children=[SimpleNamespace(name="aten::cat"), child]),
+              SimpleNamespace(name="time_parallel/comm", cpu_time_total=500.0, cpu_children=[]),
+              SimpleNamespace(name="time_parallel/comm", cpu_time_total=250.0,
+                              cpu_children=[child])]
+    assert time_parallel.comm_by_op(events) == {"allreduce": 0.00125, "wait for sends": 0.0005}
+
+
+def test_profile_ranges_of_a_real_call_count_every_solve_and_vjp():
+    # N = 4, K = 2, graphs kept: forward 2 fine solves and 4 + 3 + 2 coarse steps; backward
+    # the pull-backs of the same (the unrolled gradient undoes each level)
+    torch.manual_seed(0)
+    block = PararealODEBlock(MLPVectorField(3, 8), 0.0, 1.0, num_slices=4, fine_steps=2,
+                             max_iters=2, tol=0.0, recompute=False)
+    x = torch.randn(2, 3, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        block(x).sum().backward()
+    ranges = time_parallel.profile_ranges(prof.key_averages())
+    assert ranges["parareal/fine"]["calls"] == 2 + 2
+    assert ranges["parareal/coarse"]["calls"] == 9 + 9
+    assert ranges["time_parallel/comm"]["calls"] == 0
+    # the profiler and the block's timers see the same solves
+    assert ranges["parareal/fine"]["seconds"] > 0 and block.stats.time_fine > 0
+
+
+def test_model_block_for_a_given_block():
+    # the lead's entry point: per-slice costs given (no timing), K measured by running
+    torch.manual_seed(0)
+    block = PararealODEBlock(MLPVectorField(2, 8), 0.0, 1.0, num_slices=2, fine_steps=8,
+                             tol=1e-6)
+    measured = {"fine": 8.0, "fine_graph": 9.0, "fine_pull": 8.0, "coarse": 1.0,
+                "coarse_graph": 1.0, "coarse_pull": 1.0, "state_bytes": 32, "param_bytes": 400}
+    rows = comm_model.model_block(block, torch.randn(4, 2), comm_model.CommCosts(),
+                                  ranks=[1, 2, 4, 8, 32], measured=measured)
+    assert [r["P"] for r in rows] == [1, 2, 4, 8]  # 16 fine steps: no 32 slices of them
+    four = rows[2]
+    assert four["N"] == 4 and four["fine_steps_per_slice"] == 4
+    assert four["relative_error"] < 1e-5
+    costs = SliceCosts(4.0, 1.0, state_bytes=32, param_bytes=400)
+    assert four["forward"]["seconds_free"] == modelled_forward(costs, 4, 4, four["K"]).seconds
+    assert four["forward"]["speedup_free"] == pytest.approx(16.0 / four["forward"]["seconds_free"])
+
+
+@pytest.mark.slow
+def test_peak_memory_of_a_fresh_process():
+    setup = time_parallel.Setup(dim=4, batch=2, hidden=8, fine_steps=2)
+    out = _common.run_fresh(time_parallel.SCRIPT, {
+        "setup": {**setup.__dict__}, "case": "train", "kind": "odeint"}, timeout=300)
+    assert out["peak"] >= out["before"] > 0
+
+
+def _run_script(name: str, args: list[str], out_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PNODE_BENCH_OUT": str(out_dir), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_time_parallel_script_at_toy_size(tmp_path):
+    done = _run_script("time_parallel.py", [
+        "--dims", "4", "--batch", "2", "--hidden", "8", "--fine-steps", "2", "--pairs", "1",
+        "--number", "1", "--no-memory"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "time_parallel.json").read_text())
+    train = result["results"]["4"]["train"]
+    assert set(train["speedup"]) == {"parareal_kept", "parareal_recompute"}
+    assert train["accuracy"]["parareal_kept"]["gradient"] < 1e-4
+    assert [r["stats"]["forward_iters"] for r in train["per_rank"]["parareal_kept"]] == [1, 1]
+    assert "## State 4" in (tmp_path / "time_parallel.md").read_text()
+
+
+@pytest.mark.slow
+def test_comm_model_script_at_toy_size(tmp_path):
+    done = _run_script("comm_model.py", [
+        "--pairs", "1", "--number", "1", "--dim", "4", "--batch", "2", "--steps", "8",
+        "--scaling-steps", "16", "--max-ranks", "8"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "comm_model.json").read_text())
+    assert [r["P"] for r in result["scaling"]] == [1, 2, 4, 8]
+    assert result["comm"]["latency"] > 0
+    assert (tmp_path / "comm_model.png").exists()
