@@ -134,11 +134,16 @@ class TimeGroup:
 
     def max(self, value: float) -> float:
         """The largest ``value`` over the group (NaN counts as +inf, so it always wins)."""
-        value = math.inf if math.isnan(value) else value
-        buffer = torch.tensor([value], dtype=torch.float64, device=self.device)
+        return self.max_each([value])[0]
+
+    def max_each(self, values: Sequence[float]) -> list[float]:
+        """Element by element, the largest ``values`` over the group, in one all-reduce (NaN
+        counts as +inf)."""
+        values = [math.inf if math.isnan(v) else v for v in values]
+        buffer = torch.tensor(values, dtype=torch.float64, device=self.device)
         with self._timed("comm"):
             dist.all_reduce(buffer, dist.ReduceOp.MAX, group=self.group)
-        return buffer.item()
+        return buffer.tolist()
 
     def sum_(self, tensors: Sequence[torch.Tensor]) -> None:
         """Sum ``tensors`` (on ``device``) over the group, in place, as one flat all-reduce."""

@@ -14,7 +14,10 @@ which G(a) - G(b) is computed as G(a - b), and the loss's direct terms as s.
 With a time group each rank runs the same loop over its own chunk: the fine solves of the
 chunk in one batched call, the coarse sweep pipelined (the state entering the chunk received
 from the previous rank, the one leaving it sent to the next), the residual max-all-reduced,
-and the chunks all-gathered at the end.
+and the chunks all-gathered at the end. The residual's all-reduce after every iteration makes
+each iteration wait for the whole chain of coarse corrections (the classic schedule); a fixed
+K needs no decision on the way, so it can reduce all residuals once at the end and let each
+rank start its next fine solve as soon as its own corrections are sent (the pipelined one).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def iterate(
     linear: bool = False,
     keep_levels: bool = False,
     last_only: bool = False,
+    agree_each_iteration: bool = True,
 ) -> Sweep:
     """Run parareal until the residual is below ``tol`` or ``max_iters`` iterations.
 
@@ -91,8 +95,16 @@ def iterate(
         keep_levels: also return U^k of every iteration (for the unrolled gradient).
         last_only: with a time group, hand every rank only U_N (one broadcast instead of the
             all-gather of every boundary; other ranks' rows are left zero).
+        agree_each_iteration: with a time group, all-reduce the residual (to stop, or to fail
+            on a non-finite state) after the sweep and after every iteration. False: once,
+            after the last, which needs ``tol`` 0 (no rank may stop on its own). Only for
+            propagators that a non-finite state cannot make raise (explicit fixed-step ones):
+            the other ranks would wait for a rank that failed until the group's timeout.
     """
-    run = _Run(u0, fine, coarse, num_slices, group, source, linear, where)
+    if not agree_each_iteration and tol > 0:
+        raise ValueError("agree_each_iteration=False needs tol=0: ranks must stop together")
+    run = _Run(u0, fine, coarse, num_slices, group, source, linear, where,
+               defer_checks=group is not None and not agree_each_iteration)
     run.start(guess, coarse_set)
     levels = [run.states.clone()] if keep_levels else []
     residuals: list[float] = []
@@ -102,14 +114,18 @@ def iterate(
             levels.append(run.states.clone())
         if residuals[-1] < tol:
             break
+    residuals = run.agree(residuals)
     return Sweep(run.gather(last_only), residuals, levels)
 
 
 class _Run:
     """The states of one parareal run on this process's chunk of slices."""
 
-    def __init__(self, u0, fine, coarse, num_slices, group, source, linear, where) -> None:
+    def __init__(self, u0, fine, coarse, num_slices, group, source, linear, where,
+                 defer_checks=False) -> None:
         self.fine, self.coarse, self.group, self.where = fine, coarse, group, where
+        # checks deferred to ``agree``: (iteration, boundary) of this rank's first non-finite
+        self.defer_checks, self.first_bad = defer_checks, None
         self.n, self.source = num_slices, source
         own = range(num_slices) if group is None else group.chunk(num_slices)
         self.lo, self.hi = own.start, own.stop
@@ -139,7 +155,10 @@ class _Run:
             if hi < self.n:
                 self.group.send_next(states[hi])
         bad = float(not torch.isfinite(states[lo + 1 : hi + 1]).all())
-        if (bad if self.group is None else self.group.max(bad)) > 0:
+        if self.defer_checks:
+            if bad:
+                self._note_non_finite(0, lo + 1)
+        elif (bad if self.group is None else self.group.max(bad)) > 0:
             self._raise_non_finite(1, 0)
 
     def iteration(self, k: int) -> float:
@@ -164,6 +183,10 @@ class _Run:
             self.group.send_next(states[hi])
         mine = max(lo + 1, k)  # boundaries this rank computed in this iteration
         change = residual(states[mine : hi + 1], old[mine - changed :]) if mine <= hi else 0.0
+        if self.defer_checks:
+            if not math.isfinite(change):
+                self._note_non_finite(k, mine)
+            return change
         change = change if self.group is None else self.group.max(change)
         if not math.isfinite(change):
             self._raise_non_finite(k, k)
@@ -177,6 +200,26 @@ class _Run:
         elif self.group is not None:
             self.states[1:] = self.group.all_gather(self.states[self.lo + 1 : self.hi + 1])
         return self.states
+
+    def agree(self, residuals: list[float]) -> list[float]:
+        """With deferred checks: every iteration's residual over the group and the first
+        non-finite state (raised on every rank), in one all-reduce."""
+        if not self.defer_checks:
+            return residuals
+        rows = self.n + 1  # a non-finite state as a code: earliest iteration, then boundary
+        code = -math.inf if self.first_bad is None else -(self.first_bad[0] * rows
+                                                           + self.first_bad[1])
+        *residuals, worst = self.group.max_each([*residuals, code])
+        if worst > -math.inf:
+            iteration, boundary = divmod(int(-worst), rows)
+            raise FloatingPointError(self.where(boundary, iteration))
+        return residuals
+
+    def _note_non_finite(self, iteration: int, first: int) -> None:
+        """Remember this rank's first non-finite boundary (from ``first``) of ``iteration``."""
+        if self.first_bad is None:
+            bad = ~torch.isfinite(self.states[first : self.hi + 1]).flatten(1).all(dim=1)
+            self.first_bad = iteration, first + (int(bad.nonzero()[0, 0]) if bad.any() else 0)
 
     def _raise_non_finite(self, first: int, iteration: int) -> None:
         states = self.gather()
