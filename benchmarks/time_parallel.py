@@ -303,7 +303,7 @@ def summarise(ranks_out: list[dict], setup: Setup, cases: list[str], memory: dic
                                                     case == "train"), 0.0)
             costs = dataclasses.replace(costs, overhead=overhead)
             seconds = comm_model.modelled(costs, setup.slices, 2, setup.iters, comm,
-                                          case == "train")
+                                          case == "train", pipelined=True)  # fixed K, rk4
             best = statistics.median(times["odeint@best"])
             modelled[kind] = {"seconds": seconds, "speedup_over_odeint_best": best / seconds,
                               "overhead": overhead}

@@ -152,6 +152,15 @@ class PararealOptions:
             newton_tol=self.newton_tol, newton_max_iters=self.newton_max_iters, name=which,
         )
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether a time group runs the forward pipelined, reducing the residuals once at the
+        end instead of after every iteration: a fixed K (``tol`` 0) with explicit fixed-step
+        propagators, through which a non-finite state passes without raising (it is reported
+        after the last iteration)."""
+        fixed = all(self.propagator(p).info.kind == "fixed" for p in ("coarse", "fine"))
+        return self.tol == 0 and fixed
+
     def as_dict(self) -> dict[str, Any]:
         """The options as a plain dict (for configs, cards and loggers)."""
         return dataclasses.asdict(self)

@@ -16,10 +16,11 @@ and their vector-Jacobian products and a latency-bandwidth cost per message:
   grows with the batch; on a GPU a batched solve of few slices can cost less, which this
   overestimates).
 
-With ``sync_iterations`` (what the code does today) the residual is all-reduced after every
-iteration: each iteration waits for the whole chain of coarse corrections, so with P = N the
-time is the classic N·G + Σ_k (F + (N-k)·G). Without it (a fixed K whose residuals are
-reduced once at the end) ranks run ahead and the time is the pipelined N·G + K·(F + G).
+With a tolerance the residual is all-reduced after the sweep and after every iteration: each
+iteration waits for the whole chain of coarse corrections, so with P = N the time is the
+classic N·G + Σ_k (F + (N-k)·G). ``pipelined`` (``PararealOptions.pipelined``: a fixed K with
+explicit fixed-step propagators) reduces them once at the end: ranks run ahead and the time
+is the pipelined N·G + K·(F + G).
 
 Not modelled: a warm start or initial guess (the coarse sweep is assumed), the
 ``fine_adjoint`` and ``parareal_adjoint`` gradients, and contention between ranks that share
@@ -179,7 +180,7 @@ class _Ranks:
 
 
 def _forward(
-    ranks: _Ranks, costs: SliceCosts, iters: int, sync_iterations: bool, trajectory: bool
+    ranks: _Ranks, costs: SliceCosts, iters: int, pipelined: bool, trajectory: bool
 ) -> None:
     n, p, comm = ranks.n, ranks.p, ranks.comm
     message = comm.message(costs.state_bytes)
@@ -192,7 +193,7 @@ def _forward(
         ranks.work(r, (hi - lo) * costs.coarse)
         if hi < n:
             arrival[r] = ranks.clock[r] + message
-    if sync_iterations:  # the non-finite check of the sweep
+    if not pipelined:  # the non-finite check of the sweep
         ranks.collective(residual)
     for k in range(1, iters + 1):
         for r in range(p):  # rank r's inputs of iteration k come from r - 1: done before
@@ -204,9 +205,9 @@ def _forward(
             ranks.work(r, max(hi - max(lo, k), 0) * costs.coarse)
             if k <= hi < n:
                 arrival[r] = ranks.clock[r] + message
-        if sync_iterations:
+        if not pipelined:
             ranks.collective(residual)
-    if not sync_iterations:  # every iteration's residual in one reduction
+    if pipelined:  # every iteration's residual (and the non-finite checks) in one reduction
         ranks.collective(comm.all_reduce(_RESIDUAL_BYTES * (iters + 1), p))
     if trajectory:
         ranks.collective(comm.all_gather(ranks.per_rank * costs.state_bytes, p))
@@ -240,7 +241,7 @@ def modelled_forward(
     iters: int,
     comm: CommCosts | None = None,
     *,
-    sync_iterations: bool = True,
+    pipelined: bool = False,
     trajectory: bool = False,
 ) -> Schedule:
     """Modelled wall time of a forward pass on ``ranks`` ranks (modelled, not measured).
@@ -251,12 +252,12 @@ def modelled_forward(
         ranks: P, the size of the time group (1: one process, no messages).
         iters: K, the forward's parareal iterations (0..N).
         comm: message costs (None: free).
-        sync_iterations: all-reduce the residual after the sweep and every iteration (the
-            code today); False: once at the end, as a fixed K allows.
+        pipelined: the residuals reduced once at the end (``PararealOptions.pipelined``), not
+            after the sweep and every iteration.
         trajectory: the caller wants every boundary (all-gather instead of a broadcast).
     """
     group = _Ranks(num_slices, ranks, comm or CommCosts())
-    _forward(group, costs, _iters(iters, num_slices), sync_iterations, trajectory)
+    _forward(group, costs, _iters(iters, num_slices), pipelined, trajectory)
     return group.schedule(costs.overhead)
 
 
@@ -267,7 +268,7 @@ def modelled_training_step(
     iters: int,
     comm: CommCosts | None = None,
     *,
-    sync_iterations: bool = True,
+    pipelined: bool = False,
     trajectory: bool = False,
 ) -> Schedule:
     """Modelled wall time of forward and ``unrolled`` backward on ``ranks`` ranks (modelled).
@@ -278,12 +279,12 @@ def modelled_training_step(
         ranks: P.
         iters: K, the forward's parareal iterations (the backward undoes all K).
         comm: message costs (None: free).
-        sync_iterations: see ``modelled_forward``.
+        pipelined: see ``modelled_forward``.
         trajectory: see ``modelled_forward``.
     """
     group = _Ranks(num_slices, ranks, comm or CommCosts())
     k = _iters(iters, num_slices)
-    _forward(group, costs, k, sync_iterations, trajectory)
+    _forward(group, costs, k, pipelined, trajectory)
     _unrolled_backward(group, costs, k)
     return group.schedule(costs.overhead)
 

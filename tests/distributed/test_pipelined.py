@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from pnode_zoo.distributed.communicator import TimeGroup
-from pnode_zoo.ode import MLPVectorField, PararealODEBlock
+from pnode_zoo.ode import MLPVectorField, PararealODEBlock, PararealOptions
 from pnode_zoo.ode.parareal.iteration import iterate
 
 F64 = torch.float64
@@ -78,6 +78,13 @@ def test_fixed_k_names_the_first_non_finite_state(one_rank_group):
     block.time_group = one_rank_group
     with pytest.raises(FloatingPointError, match=BLOWUP_AT_HALF):
         block(x)
+
+
+def test_which_options_run_pipelined():
+    assert PararealOptions(tol=0.0).pipelined
+    assert not PararealOptions(tol=1e-3).pipelined  # ranks must agree when to stop
+    assert not PararealOptions(tol=0.0, fine="dopri5").pipelined  # NaN makes these raise
+    assert not PararealOptions(tol=0.0, coarse="backward_euler").pipelined
 
 
 def test_deferred_checks_need_a_fixed_k():

@@ -30,9 +30,9 @@ def test_two_ranks_one_iteration_by_hand():
     assert forward.seconds == pytest.approx(16.5)
     assert forward.busy == [G + F, 2 * G + F]
     assert forward.idle == pytest.approx([16.5 - 11, 16.5 - 12])
-    # without the per-iteration all-reduce: rank 0 starts F at 1; rank 1 at 2.5 and corrects
+    # pipelined, no all-reduce until the end: rank 0 starts F at 1; rank 1 at 2.5 and corrects
     # at 12.5 + 1 = 13.5 (U_1 arrived at 11.5); residuals 14.5, broadcast 15.
-    fixed = modelled_forward(SliceCosts(F, G), 2, 2, 1, comm, sync_iterations=False)
+    fixed = modelled_forward(SliceCosts(F, G), 2, 2, 1, comm, pipelined=True)
     assert fixed.seconds == pytest.approx(15.0)
 
 
@@ -90,7 +90,7 @@ def test_one_slice_per_rank_gives_the_textbook_schedules(iters):
     n, costs = 16, SliceCosts(F, G)
     classic = n * G + sum(F + (n - k) * G for k in range(1, iters + 1))
     assert modelled_forward(costs, n, n, iters).seconds == pytest.approx(classic)
-    pipelined = modelled_forward(costs, n, n, iters, sync_iterations=False).seconds
+    pipelined = modelled_forward(costs, n, n, iters, pipelined=True).seconds
     assert pipelined == pytest.approx(n * G + iters * (F + G))
     r = G / F
     assert n * F / pipelined == pytest.approx(n / (n * r + iters * (1 + r)))

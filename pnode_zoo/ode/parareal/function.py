@@ -74,7 +74,7 @@ def solve_forward(
             coarse_set=tape.coarse_solve if tape else lambda s, x: coarse_solve(problem, s, x),
             keep_levels=keep_levels,
             last_only=not (problem.return_trajectory or problem.options.warm_start),
-            agree_each_iteration=not _pipelined(problem),
+            agree_each_iteration=not problem.options.pipelined,
         )
     stats, residuals = problem.stats, sweep.residuals
     stats.forward_iters, stats.forward_residuals = len(residuals), residuals
@@ -82,13 +82,6 @@ def solve_forward(
         residuals and residuals[-1] < problem.options.tol
     )
     return sweep
-
-
-def _pipelined(problem: Problem) -> bool:
-    """Whether the time group may reduce the forward's residuals once, at the end: a fixed K
-    (tol 0) and propagators through which a non-finite state passes without raising."""
-    explicit = all(p.info.kind == "fixed" for p in (problem.fine, problem.coarse))
-    return problem.group is not None and problem.options.tol == 0 and explicit
 
 
 def solve_backward(
