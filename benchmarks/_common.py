@@ -114,6 +114,18 @@ def write_results(name: str, result: dict, markdown: str) -> Path:
     return path
 
 
+def save_figure(fig, axes, path: Path) -> None:
+    """Grid and legend on every axis, tight layout, PNG at 120 dpi; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident memory so far (``getrusage`` max RSS), in bytes."""
     return max_rss_to_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

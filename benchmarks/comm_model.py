@@ -42,10 +42,11 @@ from pathlib import Path
 import _common
 import torch
 import torch.distributed as dist
+from _mlp import Setup, Step
 from torch import nn
 
 from pnode_zoo.distributed import create_groups
-from pnode_zoo.ode import ODEBlock, PararealODEBlock
+from pnode_zoo.ode import PararealODEBlock
 from pnode_zoo.ode.parareal.problem import (
     Linearization,
     ParamGrads,
@@ -53,9 +54,8 @@ from pnode_zoo.ode.parareal.problem import (
     fine_solve,
     make_problem,
 )
-from pnode_zoo.ode.schedule import CommCosts, SliceCosts, modelled_forward, modelled_training_step
+from pnode_zoo.ode.schedule import CommCosts, SliceCosts, modelled_time
 from pnode_zoo.ode.slices import SliceFields
-from pnode_zoo.ode.vector_fields import MLPVectorField
 
 NAME = "comm_model"
 SIZES = [8, 64, 512, 4096, 32768, 262144, 2097152, 16777216]  # bytes per message
@@ -188,9 +188,8 @@ def serial_seconds(measured: dict[str, float], num_slices: int, train: bool) -> 
 def modelled(costs: SliceCosts, num_slices: int, ranks: int, iters: int, comm: CommCosts | None,
              train: bool, pipelined: bool = False, trajectory: bool = False) -> float:
     """Modelled seconds of one call (see ``pnode_zoo.ode.schedule``)."""
-    model = modelled_training_step if train else modelled_forward
-    return model(costs, num_slices, ranks, iters, comm, pipelined=pipelined,
-                 trajectory=trajectory).seconds
+    return modelled_time(costs, num_slices, ranks, iters, comm, train=train,
+                         pipelined=pipelined, trajectory=trajectory).seconds
 
 
 # --- the scaling table, for any block ------------------------------------------------------
@@ -277,95 +276,51 @@ def _resliced_block(block: PararealODEBlock, num_slices: int, **options) -> Para
                             return_trajectory=block.return_trajectory)
 
 
-# --- the default run: a reference model, measured at P = 1 and 2 ---------------------------
+# --- the default run: the reference problem, measured at P = 1 and 2 -----------------------
 
-@dataclasses.dataclass(frozen=True)
-class Reference:
-    """The reference model: MLP field, rk4 fine solve, one rk4 coarse step per slice."""
-
-    dim: int = 64
-    hidden: int = 128
-    batch: int = 32
-    t1: float = 4.0
-    fine_steps: int = 256  # in all, for the calibration runs (N = 2 and 4)
-    scaling_steps: int = 4096  # in all, for the scaling table
-    tol: float = 1e-5
-
-    def block(self, num_slices: int, steps: int, **options) -> PararealODEBlock:
-        torch.manual_seed(0)
-        field = MLPVectorField(self.dim, self.hidden)
-        opts = {"num_slices": num_slices, "coarse": "rk4", "coarse_steps": 1, "fine": "rk4",
-                "fine_steps": steps // num_slices, "tol": self.tol, "recompute": False,
-                **options}
-        return PararealODEBlock(field, 0.0, self.t1, **opts)
-
-    def data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(1)
-        return (torch.randn(self.batch, self.dim, generator=g),
-                torch.randn(self.batch, self.dim, generator=g))
-
-
+#: the calibration's problem (``_mlp.Setup``): state 64, batch 32, t in [0, 4], graphs kept
+REFERENCE = Setup(dim=64, batch=32, hidden=128, coarse_steps=1, t1=4.0)
 CALIBRATION = [(2, 1), (4, 2)]  # (N, K) measured at P = 1 and P = 2
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Forward, mean-squared loss, backward (no optimizer: the block alone is modelled)."""
-    model.zero_grad(set_to_none=True)
-    (model(x) - y).square().mean().backward()
-
-
-def calibration_world(rank: int, ref: Reference, number: int, pairs: int) -> dict:
-    """Rounds of: per-slice costs and the 1-process block on rank 0 alone, then per-slice
-    costs and the 2-rank block on both ranks at once; plus ping-pong and collectives."""
+def calibration_world(rank: int, setups: list[dict], number: int, pairs: int) -> dict:
+    """Rounds of: per-slice costs, the 1-process block and torchdiffeq on rank 0 alone, then
+    per-slice costs and the 2-rank block on both ranks at once; plus ping-pong and
+    collectives."""
     group = create_groups(2)[0]
-    x, y = ref.data()
+    first = Setup(**setups[0])
     out = {"ping_pong": ping_pong(rank, SIZES, max(number, 5), pairs),
-           "collectives": collectives(rank, x.numel() * 4, max(number, 5), pairs),
+           "collectives": collectives(rank, first.batch * first.dim * 4, max(number, 5), pairs),
            "settings": []}
-    for n, k in CALIBRATION:
-        one, two = (ref.block(n, ref.fine_steps, max_iters=k, tol=0.0) for _ in range(2))
-        two.time_group = group
+    for spec in setups:
+        s = Setup(**spec)
+        x, y = s.data()
+        models = {name: s.model(kind) for name, kind in
+                  (("p1", "parareal"), ("p2", "parareal"), ("odeint", "odeint"))}
+        models["p2"][0].time_group = group
+        steps = {(name, case): Step(model, case, x, y)
+                 for name, model in models.items() for case in ("forward", "train")}
         rounds = []
         for i in range(pairs + 1):  # round 0 warms up
             dist.barrier()
             r = {}
             if rank == 0:
-                r["alone"] = measure_slice(one, x, number)
-                r["p1_forward"], r["p1_train"] = _block_times(one, x, y, number)
-                r["odeint_forward"], r["odeint_train"] = _odeint_times(ref, x, y, number)
+                r["alone"] = measure_slice(models["p1"][0], x, number)
+                for (name, case), step in steps.items():
+                    if name != "p2":
+                        r[f"{name}_{case}"] = _common.timed(step, number)
             dist.barrier()
-            r["shared"] = measure_slice(two, x, number)
-            dist.barrier()
-            r["p2_forward"], r["p2_train"] = _block_times(two, x, y, number, barrier=True)
+            r["shared"] = measure_slice(models["p2"][0], x, number)
+            for case in ("forward", "train"):
+                dist.barrier()
+                r[f"p2_{case}"] = _common.timed(steps["p2", case], number)
             if i > 0:
                 rounds.append(r)
-        out["settings"].append({"N": n, "K": k, "rounds": rounds})
+        out["settings"].append({"N": s.slices, "K": s.iters, "rounds": rounds})
     return out
 
 
-def _block_times(model: nn.Module, x: torch.Tensor, y: torch.Tensor, number: int,
-                 barrier: bool = False) -> tuple[float, float]:
-    """Seconds of a forward pass (no graph) and of a training step, one thread."""
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(x)
-
-    seconds = _common.timed(forward, number)
-    if barrier:
-        dist.barrier()
-    return seconds, _common.timed(lambda: train_step(model, x, y), number)
-
-
-def _odeint_times(ref: Reference, x: torch.Tensor, y: torch.Tensor,
-                  number: int) -> tuple[float, float]:
-    """The serial baseline users have: torchdiffeq rk4 with the same steps, one thread."""
-    torch.manual_seed(0)
-    model = ODEBlock(MLPVectorField(ref.dim, ref.hidden), 0.0, ref.t1, "rk4", ref.fine_steps)
-    return _block_times(model, x, y, number)
-
-
-def calibrate(ranks_out: list[dict], ref: Reference) -> dict:
+def calibrate(ranks_out: list[dict], ref: Setup) -> dict:
     """Overheads from P = 1, modelled over measured at P = 1 and P = 2, per round."""
     rank0, rank1 = ranks_out
     comm = fit_hockney([r["bytes"] for r in rank0["ping_pong"]],
@@ -414,35 +369,36 @@ def calibrate(ranks_out: list[dict], ref: Reference) -> dict:
 
 
 def default_run(args: argparse.Namespace) -> dict:
-    ref = Reference(dim=args.dim, batch=args.batch, fine_steps=args.steps,
-                    scaling_steps=args.scaling_steps)
-    ranks_out = _common.run_ranks(calibration_world, (ref, args.number, args.pairs))
-    result = {"reference": dataclasses.asdict(ref), "ping_pong": ranks_out[0]["ping_pong"],
-              **calibrate(ranks_out, ref)}
+    ref = dataclasses.replace(REFERENCE, dim=args.dim, batch=args.batch)
+    setups = [dataclasses.replace(ref, slices=n, fine_steps=args.steps // n, iters=k)
+              for n, k in CALIBRATION]
+    ranks_out = _common.run_ranks(calibration_world, ([dataclasses.asdict(s) for s in setups],
+                                                      args.number, args.pairs))
+    result = {"reference": {**dataclasses.asdict(ref), "steps": args.steps,
+                            "scaling_steps": args.scaling_steps, "tol": args.tol},
+              "ping_pong": ranks_out[0]["ping_pong"], **calibrate(ranks_out, ref)}
     comm = CommCosts(**result["comm"])
-    # scaling: costs of the calibration's first setting (rank 0 alone), per fine step
-    first = result["settings"][0]
-    n, rounds = first["N"], ranks_out[0]["settings"][0]["rounds"]
-    measured = {key: statistics.median(r["alone"][key] for r in rounds)
-                for key in rounds[0]["alone"]}
-    steps_ratio = ref.scaling_steps / ref.fine_steps
-    measured = {key: v * steps_ratio if key in _FINE_KEYS else v for key, v in measured.items()}
-    long_block = ref.block(n, ref.scaling_steps)
-    serial = {kind: first[kind]["odeint"]["median"] * steps_ratio for kind in ("forward", "train")}
-    overhead = {kind: first[kind]["overhead"]["median"] for kind in ("forward", "train")}
-    x, _ = ref.data()
+    # scaling: per-slice costs of the first setting (rank 0 alone), the fine ones scaled to
+    # the longer solve; serial = the measured torchdiffeq call, scaled alike
+    first, rounds = setups[0], ranks_out[0]["settings"][0]["rounds"]
+    ratio = args.scaling_steps / args.steps
+    measured = {key: statistics.median(r["alone"][key] for r in rounds) * (
+        ratio if key in ("fine", "fine_graph", "fine_pull") else 1) for key in rounds[0]["alone"]}
+    calibrated = result["settings"][0]
+    serial = {kind: calibrated[kind]["odeint"]["median"] * ratio for kind in ("forward", "train")}
+    overhead = {kind: calibrated[kind]["overhead"]["median"] for kind in ("forward", "train")}
+    long = dataclasses.replace(first, fine_steps=args.scaling_steps // first.slices,
+                               tol=args.tol, iters=None)
+    x, _ = long.data()
     torch.set_num_threads(1)
-    ranks = [p for p in RANKS if p <= args.max_ranks]
-    result["scaling"] = model_block(long_block, x, comm, ranks=ranks, measured=measured,
-                                    overhead=overhead, serial=serial)
+    result["scaling"] = model_block(long.model("parareal")[0], x, comm,
+                                    ranks=[p for p in RANKS if p <= args.max_ranks],
+                                    measured=measured, overhead=overhead, serial=serial)
     result["scaling_note"] = (
-        f"per-slice costs of the N = {n} calibration (fine scaled x{steps_ratio:g} to "
-        f"{ref.scaling_steps} steps in all); serial = torchdiffeq rk4, 1 thread, scaled alike"
-    )
+        f"per-slice costs of the N = {first.slices} calibration (F scaled x{ratio:g} to "
+        f"{args.scaling_steps} steps in all); serial = torchdiffeq rk4 (1 thread), scaled alike; "
+        "overhead per call from the P = 1 calibration")
     return result
-
-
-_FINE_KEYS = ("fine", "fine_graph", "fine_pull")
 
 
 # --- a zoo config --------------------------------------------------------------------------
@@ -576,10 +532,11 @@ def markdown(env: dict, result: dict) -> str:
                      f"{m['max'] * 1e6:.1f}) | {c['modelled'] * 1e6:.1f} |")
     lines += [
         "", "## Calibration: modelled against measured at P = 1 and P = 2", "",
-        f"Reference model: MLP field (state {ref['dim']}, hidden {ref['hidden']}, tanh), batch "
-        f"{ref['batch']}, t in [0, {ref['t1']:g}], {ref['fine_steps']} rk4 steps in all (F), one "
-        "rk4 step per slice (G), fixed K (tol 0), `unrolled` gradient with the forward's graphs "
-        "kept (`recompute: false`); training step = forward, mean-squared loss, backward. Per "
+        f"Reference model: MLP field (state {ref['dim']}, hidden {ref['hidden']}, tanh) + linear "
+        f"head, batch {ref['batch']}, t in [0, {ref['t1']:g}], {ref['steps']} rk4 steps in all "
+        "(F), one rk4 step per slice (G), fixed K (tol 0: pipelined), `unrolled` gradient with "
+        "the forward's graphs kept (`recompute: false`); training step = forward, mean-squared "
+        "loss, backward, SGD step. Per "
         "round: per-slice costs and the 1-process block on rank 0 alone, then per-slice costs "
         "and the 2-rank block on both ranks at once (2 ranks x 1 thread). *Overhead* = measured "
         "minus modelled at P = 1 (bookkeeping outside F and G), added to the P = 2 model. "
@@ -636,23 +593,21 @@ def plot(result: dict, path: Path) -> None:
             ax.loglog(ps, [r[kind][key] for r in rows], style, ms=4, label=label, base=2)
         ax.set(xlabel="ranks P", ylabel="speedup over serial fine (modelled)",
                title=f"{'Forward' if kind == 'forward' else 'Training step'} (modelled)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _common.save_figure(fig, axes, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5, help="measured rounds after a warm-up")
     parser.add_argument("--number", type=int, default=2, help="calls per timing")
-    parser.add_argument("--dim", type=int, default=Reference.dim, help="state size")
-    parser.add_argument("--batch", type=int, default=Reference.batch)
-    parser.add_argument("--steps", type=int, default=Reference.fine_steps,
+    parser.add_argument("--dim", type=int, default=REFERENCE.dim, help="state size")
+    parser.add_argument("--batch", type=int, default=REFERENCE.batch)
+    parser.add_argument("--steps", type=int, default=256,
                         help="fine rk4 steps in all, for the measured runs (divisible by 4)")
-    parser.add_argument("--scaling-steps", type=int, default=Reference.scaling_steps,
+    parser.add_argument("--scaling-steps", type=int, default=4096,
                         help="fine rk4 steps in all, for the modelled scaling")
+    parser.add_argument("--tol", type=float, default=1e-5,
+                        help="parareal's tolerance in the modelled scaling")
     parser.add_argument("--max-ranks", type=int, default=RANKS[-1], help="largest modelled P")
     parser.add_argument("--config", help="model a zoo config's parareal block instead")
     parser.add_argument("--ckpt", help="with --config: a trained checkpoint of that model")

@@ -22,9 +22,10 @@ import time
 
 import _common
 import time_parallel
+from _mlp import Setup
 
 NAME = "memory"
-#: (kind of ``time_parallel.Setup.model``, ranks, label)
+#: (kind of ``_mlp.Setup.model``, ranks, label)
 CURVES = [
     ("odeint", 1, "torchdiffeq odeint (backprop)"),
     ("odeint_adjoint", 1, "torchdiffeq odeint_adjoint"),
@@ -39,7 +40,7 @@ def _name(kind: str, ranks: int) -> str:
     return kind if ranks == 1 else f"{kind}@{ranks}ranks"
 
 
-def measure(setup: time_parallel.Setup, steps: list[int]) -> list[dict]:
+def measure(setup: Setup, steps: list[int]) -> list[dict]:
     rows = []
     for total in steps:
         s = dataclasses.replace(setup, fine_steps=total // setup.slices)
@@ -52,7 +53,7 @@ def measure(setup: time_parallel.Setup, steps: list[int]) -> list[dict]:
     return rows
 
 
-def markdown(env: dict, setup: time_parallel.Setup, rows: list[dict]) -> str:
+def markdown(env: dict, setup: Setup, rows: list[dict]) -> str:
     lines = [
         "# Training-step memory against the number of fine steps", "", _common.header(env), "",
         f"MLP field (state {setup.dim}, hidden {setup.hidden}) + linear head, batch "
@@ -101,11 +102,7 @@ def plot(rows: list[dict], path) -> None:
     ax.set_xscale("log", base=2)
     ax.set(xlabel="fine steps (rk4, in all)", ylabel="MiB added by training steps (peak RSS)",
            title="Training-step memory")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _common.save_figure(fig, [ax], path)
 
 
 def main() -> None:
@@ -117,7 +114,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     args = parser.parse_args()
     tic = time.perf_counter()
-    setup = time_parallel.Setup(dim=args.dim, batch=args.batch, hidden=args.hidden)
+    setup = Setup(dim=args.dim, batch=args.batch, hidden=args.hidden)
     rows = measure(setup, args.steps)
     env = _common.environment("1 process x 1 thread")
     text = markdown(env, setup, rows)

@@ -44,12 +44,11 @@ import _common
 import comm_model
 import torch
 import torch.distributed as dist
+from _mlp import Setup, Step
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from pnode_zoo.distributed import create_groups
-from pnode_zoo.ode import ODEBlock, PararealODEBlock
-from pnode_zoo.ode.vector_fields import MLPVectorField
 
 NAME = "time_parallel"
 SCRIPT = Path(__file__).resolve()
@@ -64,70 +63,6 @@ LABELS = {
 }
 #: torch.profiler ranges of the block (problem.py) and of the time group (communicator.py)
 RANGES = ("parareal/fine", "parareal/coarse", "time_parallel/comm", "time_parallel/wait")
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """One configuration of the benchmark."""
-
-    dim: int = 64
-    batch: int = 64
-    hidden: int = 128
-    slices: int = 2
-    fine_steps: int = 32
-    coarse_steps: int = 1
-    iters: int = 1
-
-    def model(self, kind: str) -> nn.Module:
-        """block -> linear head, the same weights for every kind: ``odeint``,
-        ``odeint_adjoint``, ``parareal``/``parareal_kept`` (unrolled, graphs kept),
-        ``parareal_recompute`` (unrolled, re-runs), ``parareal_fine_adjoint`` (re-runs)."""
-        torch.manual_seed(0)
-        field, head = MLPVectorField(self.dim, self.hidden), nn.Linear(self.dim, 1)
-        steps = self.slices * self.fine_steps
-        if kind.startswith("odeint"):
-            block = ODEBlock(field, 0.0, 1.0, "rk4", steps, adjoint=kind == "odeint_adjoint")
-        else:
-            block = PararealODEBlock(
-                field, 0.0, 1.0, num_slices=self.slices, coarse="rk4",
-                coarse_steps=self.coarse_steps, fine="rk4", fine_steps=self.fine_steps,
-                max_iters=self.iters, tol=0.0,
-                recompute=kind in ("parareal_recompute", "parareal_fine_adjoint"),
-                backward="fine_adjoint" if kind == "parareal_fine_adjoint" else "unrolled",
-            )
-        return nn.Sequential(block, head)
-
-    def data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(1)
-        return (torch.randn(self.batch, self.dim, generator=g),
-                torch.randn(self.batch, 1, generator=g))
-
-
-class Step:
-    """One call of a case: a forward pass without a graph, or a training step; keeps the last
-    output (and the parameters keep their gradients)."""
-
-    def __init__(self, model: nn.Module, case: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.model, self.case, self.x, self.y = model, case, x, y
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        self.output: torch.Tensor | None = None
-
-    def __call__(self) -> None:
-        if self.case == "forward":
-            with torch.no_grad():
-                self.output = self.model(self.x)
-            return
-        self.optimizer.zero_grad(set_to_none=True)
-        output = self.model(self.x)
-        nn.functional.mse_loss(output, self.y).backward()
-        self.optimizer.step()
-        self.output = output.detach()
-
-    def gradient(self) -> torch.Tensor | None:
-        """The last training step's gradient of all parameters, flat (None for a forward)."""
-        if self.case == "forward":
-            return None
-        return torch.cat([p.grad.flatten() for p in self.model.parameters()])
 
 
 def candidates(case: str) -> list[tuple[str, int]]:
@@ -344,7 +279,7 @@ def markdown(env: dict, setup: Setup, cases: list[str], results: dict[str, dict]
         "Per-rank seconds of one call: profiler = torch.profiler ranges (`parareal/fine`, "
         "`parareal/coarse`: the propagators' solves, `time_parallel/comm`: sends and "
         "collectives, `time_parallel/wait`: blocked receives); stats = the block's own timers "
-        "(fine and coarse include the VJPs, which run outside the profiler's ranges). *Modelled* "
+        "(both count the VJPs as the propagator's time). *Modelled* "
         "= `pnode_zoo.ode.schedule` at P = 2 from per-slice costs measured on rank 0 alone, "
         "messages from a ping-pong in the same run, and the P = 1 overhead (measured minus "
         "modelled at 1 thread).", ""]

@@ -21,7 +21,7 @@ import comm_model  # noqa: E402
 import time_parallel  # noqa: E402
 
 from pnode_zoo.ode.parareal_block import PararealODEBlock  # noqa: E402
-from pnode_zoo.ode.schedule import SliceCosts, modelled_forward  # noqa: E402
+from pnode_zoo.ode.schedule import SliceCosts, modelled_time  # noqa: E402
 from pnode_zoo.ode.vector_fields import MLPVectorField  # noqa: E402
 
 
@@ -110,7 +110,7 @@ def test_model_block_for_a_given_block():
     assert four["N"] == 4 and four["fine_steps_per_slice"] == 4
     assert four["relative_error"] < 1e-5
     costs = SliceCosts(4.0, 1.0, state_bytes=32, param_bytes=400)
-    assert four["forward"]["seconds_free"] == modelled_forward(costs, 4, 4, four["K"]).seconds
+    assert four["forward"]["seconds_free"] == modelled_time(costs, 4, 4, four["K"]).seconds
     assert four["forward"]["speedup_free"] == pytest.approx(16.0 / four["forward"]["seconds_free"])
 
 

@@ -43,7 +43,8 @@ class PararealOptions:
         tol: relative stopping tolerance: the forward stops once the largest relative change
             of a slice-boundary state in one iteration is below it. 0 means "always run
             ``max_iters``", which with ``max_iters < N`` is a different, cheaper network than
-            the fine NODE (train it with ``backward="unrolled"``).
+            the fine NODE (train it with ``backward="unrolled"``); a time group then runs the
+            iterations pipelined (see ``pipelined``).
         backward: what the gradient differentiates.
             ``"unrolled"``: the exact gradient of the output the forward pass computed, at any
             K (reverse mode through the K parareal iterations, fine VJPs batched across slices
@@ -58,10 +59,11 @@ class PararealOptions:
         warm_start: start the forward iteration from the previous call's trajectory when its
             shape, dtype and device match, instead of the coarse sweep.
         recompute: re-run the propagators in the backward pass, keeping only the states from
-            the forward pass (memory flat in the number of steps). False keeps the forward's
-            autograd graphs instead (a faster backward; memory grows with steps and iterations
-            as with torchdiffeq's backprop); only for ``backward="unrolled"``, whose
-            linearisation points are the forward's own.
+            the forward pass between the passes (each re-run still holds the graph of one
+            batched solve, so peak memory grows with the fine steps per rank). False keeps the
+            forward's autograd graphs instead (a faster backward; memory grows with steps and
+            iterations as with torchdiffeq's backprop); only for ``backward="unrolled"``,
+            whose linearisation points are the forward's own.
     """
 
     num_slices: int | None = None

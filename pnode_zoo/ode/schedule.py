@@ -234,58 +234,37 @@ def _unrolled_backward(ranks: _Ranks, costs: SliceCosts, iters: int) -> None:
     ranks.collective(comm.all_reduce(costs.param_bytes, p))  # dL/dθ summed
 
 
-def modelled_forward(
+def modelled_time(
     costs: SliceCosts,
     num_slices: int,
     ranks: int,
     iters: int,
     comm: CommCosts | None = None,
     *,
+    train: bool = False,
     pipelined: bool = False,
     trajectory: bool = False,
 ) -> Schedule:
-    """Modelled wall time of a forward pass on ``ranks`` ranks (modelled, not measured).
+    """Modelled wall time of a forward pass, or of a training step (forward and ``unrolled``
+    backward), on ``ranks`` ranks: modelled, never measured.
 
     Args:
-        costs: measured per-slice costs.
+        costs: measured per-slice costs (of a training step when ``train``: see
+            ``SliceCosts``).
         num_slices: N, a multiple of ``ranks``.
         ranks: P, the size of the time group (1: one process, no messages).
-        iters: K, the forward's parareal iterations (0..N).
+        iters: K, the forward's parareal iterations (0..N; the backward undoes all K).
         comm: message costs (None: free).
+        train: model a training step, not a forward pass.
         pipelined: the residuals reduced once at the end (``PararealOptions.pipelined``), not
             after the sweep and every iteration.
         trajectory: the caller wants every boundary (all-gather instead of a broadcast).
     """
     group = _Ranks(num_slices, ranks, comm or CommCosts())
-    _forward(group, costs, _iters(iters, num_slices), pipelined, trajectory)
-    return group.schedule(costs.overhead)
-
-
-def modelled_training_step(
-    costs: SliceCosts,
-    num_slices: int,
-    ranks: int,
-    iters: int,
-    comm: CommCosts | None = None,
-    *,
-    pipelined: bool = False,
-    trajectory: bool = False,
-) -> Schedule:
-    """Modelled wall time of forward and ``unrolled`` backward on ``ranks`` ranks (modelled).
-
-    Args:
-        costs: measured per-slice costs of a training step (see ``SliceCosts``).
-        num_slices: N, a multiple of ``ranks``.
-        ranks: P.
-        iters: K, the forward's parareal iterations (the backward undoes all K).
-        comm: message costs (None: free).
-        pipelined: see ``modelled_forward``.
-        trajectory: see ``modelled_forward``.
-    """
-    group = _Ranks(num_slices, ranks, comm or CommCosts())
     k = _iters(iters, num_slices)
     _forward(group, costs, k, pipelined, trajectory)
-    _unrolled_backward(group, costs, k)
+    if train:
+        _unrolled_backward(group, costs, k)
     return group.schedule(costs.overhead)
 
 

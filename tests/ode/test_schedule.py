@@ -9,12 +9,7 @@ import pytest
 import torch
 
 from pnode_zoo.ode.parareal_block import PararealODEBlock
-from pnode_zoo.ode.schedule import (
-    CommCosts,
-    SliceCosts,
-    modelled_forward,
-    modelled_training_step,
-)
+from pnode_zoo.ode.schedule import CommCosts, SliceCosts, modelled_time
 from pnode_zoo.ode.vector_fields import MLPVectorField
 
 F, G = 10.0, 1.0
@@ -26,13 +21,13 @@ def test_two_ranks_one_iteration_by_hand():
     # iteration 1: both F (13.5); rank 0 sends U_1 (arrives 14); rank 1 corrects (G): 15;
     # residual all-reduce 16; broadcast of U_2: 16.5.
     comm = CommCosts(latency=0.5)
-    forward = modelled_forward(SliceCosts(F, G), 2, 2, 1, comm)
+    forward = modelled_time(SliceCosts(F, G), 2, 2, 1, comm)
     assert forward.seconds == pytest.approx(16.5)
     assert forward.busy == [G + F, 2 * G + F]
     assert forward.idle == pytest.approx([16.5 - 11, 16.5 - 12])
     # pipelined, no all-reduce until the end: rank 0 starts F at 1; rank 1 at 2.5 and corrects
     # at 12.5 + 1 = 13.5 (U_1 arrived at 11.5); residuals 14.5, broadcast 15.
-    fixed = modelled_forward(SliceCosts(F, G), 2, 2, 1, comm, pipelined=True)
+    fixed = modelled_time(SliceCosts(F, G), 2, 2, 1, comm, pipelined=True)
     assert fixed.seconds == pytest.approx(15.0)
 
 
@@ -42,7 +37,7 @@ def test_two_ranks_training_step_by_hand():
     # receives (15), no coarse VJP (slice 0 < k), fine VJP (35). level 0: rank 1 coarse VJP
     # (37), sends; rank 0 receives (37), coarse VJP (39).
     costs = SliceCosts(F, G, fine_vjp=20.0, coarse_vjp=2.0, overhead=0.25)
-    step = modelled_training_step(costs, 2, 2, 1)
+    step = modelled_time(costs, 2, 2, 1, train=True)
     assert step.seconds == pytest.approx(39.25)
     assert step.busy == [F + G + 20 + 2, F + 2 * G + 20 + 2 + 2]
 
@@ -53,10 +48,10 @@ def test_messages_and_collectives_add_their_costs():
     # residual, 1 for 100 bytes of parameter gradients.
     comm = CommCosts(bandwidth=100.0)
     costs = SliceCosts(F, G, 20.0, 2.0, state_bytes=100, param_bytes=100)
-    forward = modelled_forward(costs, 2, 2, 1, comm)
+    forward = modelled_time(costs, 2, 2, 1, comm)
     # sweep: 1 + 1 (message) + 1; check .08; F; U_1 arrives 1 after rank 0's F; G; .08; 1
     assert forward.seconds == pytest.approx(3 + 0.08 + F + 1 + G + 0.08 + 1)
-    step = modelled_training_step(costs, 2, 2, 1, comm)
+    step = modelled_time(costs, 2, 2, 1, comm, train=True)
     # critical path: rank 1's coarse VJP (level 1), fine VJP, coarse VJP (level 0), the
     # message to rank 0 (whose fine VJP ended earlier), rank 0's coarse VJP; then the
     # check (.08), dL/dx0 broadcast (1), parameter all-reduce (1)
@@ -74,12 +69,12 @@ def test_one_process_is_the_blocks_own_critical_path():
         block(torch.randn(3, 2, dtype=torch.float64, requires_grad=True)).sum().backward()
         costs = SliceCosts(fine=8, coarse=1, fine_vjp=16, coarse_vjp=2)
         stats = block.stats
-        assert modelled_forward(costs, 4, 1, iters).seconds == stats.critical_path_nfe(1)
-        step = modelled_training_step(costs, 4, 1, iters).seconds
+        assert modelled_time(costs, 4, 1, iters).seconds == stats.critical_path_nfe(1)
+        step = modelled_time(costs, 4, 1, iters, train=True).seconds
         assert step == stats.critical_path_nfe(1, "total")
         # and with one rank per slice at K = 1 (nothing to overlap in the forward)
         if iters == 1:
-            assert modelled_forward(costs, 4, 4, 1).seconds == stats.critical_path_nfe(4)
+            assert modelled_time(costs, 4, 4, 1).seconds == stats.critical_path_nfe(4)
 
 
 @pytest.mark.parametrize("iters", [1, 2, 3])
@@ -89,8 +84,8 @@ def test_one_slice_per_rank_gives_the_textbook_schedules(iters):
     # N G + K (F + G) (BENCHMARKING.md: S = N / (N r + K (1 + r))).
     n, costs = 16, SliceCosts(F, G)
     classic = n * G + sum(F + (n - k) * G for k in range(1, iters + 1))
-    assert modelled_forward(costs, n, n, iters).seconds == pytest.approx(classic)
-    pipelined = modelled_forward(costs, n, n, iters, pipelined=True).seconds
+    assert modelled_time(costs, n, n, iters).seconds == pytest.approx(classic)
+    pipelined = modelled_time(costs, n, n, iters, pipelined=True).seconds
     assert pipelined == pytest.approx(n * G + iters * (F + G))
     r = G / F
     assert n * F / pipelined == pytest.approx(n / (n * r + iters * (1 + r)))
@@ -100,12 +95,12 @@ def test_more_ranks_per_slice_chunk_and_free_messages_never_cost_more():
     costs = SliceCosts(F, G, 2 * F, 2 * G, state_bytes=4096, param_bytes=10**6)
     comm = CommCosts(latency=1e-1, bandwidth=1e6)
     for p in (1, 2, 4, 8):
-        free = modelled_training_step(costs, 8, p, 2)
-        paid = modelled_training_step(costs, 8, p, 2, comm)
+        free = modelled_time(costs, 8, p, 2, train=True)
+        paid = modelled_time(costs, 8, p, 2, comm, train=True)
         assert paid.seconds > free.seconds or p == 1
         assert paid.busy == free.busy  # messages cost time, not work
     # the work is shared: total busy time is the same on 1 and on 4 ranks
-    one, four = (modelled_training_step(costs, 8, p, 2) for p in (1, 4))
+    one, four = (modelled_time(costs, 8, p, 2, train=True) for p in (1, 4))
     assert sum(one.busy) == pytest.approx(sum(four.busy))
     assert four.seconds < one.seconds
 
@@ -130,11 +125,11 @@ def test_fine_scaled_costs():
 def test_bad_arguments():
     costs = SliceCosts(F, G)
     with pytest.raises(ValueError, match="num_slices=6 must be a positive multiple of ranks=4"):
-        modelled_forward(costs, 6, 4, 1)
+        modelled_time(costs, 6, 4, 1)
     with pytest.raises(ValueError, match="ranks must be an integer >= 1"):
-        modelled_forward(costs, 4, 0, 1)
+        modelled_time(costs, 4, 0, 1)
     with pytest.raises(ValueError, match="iters must be an integer in \\[0, num_slices=4\\]"):
-        modelled_forward(costs, 4, 2, 5)
+        modelled_time(costs, 4, 2, 5)
     with pytest.raises(ValueError, match="fine must be a finite number >= 0"):
         SliceCosts(math.nan, G)
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
