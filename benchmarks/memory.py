@@ -100,6 +100,7 @@ def plot(rows: list[dict], path) -> None:
         ax.plot(steps, [(row[name]["peak"] - row[name]["before"]) / 2**20 for row in rows],
                 style, ms=4, label=label)
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")  # flat stays flat, growth in proportion to the steps is a slope of 1
     ax.set(xlabel="fine steps (rk4, in all)", ylabel="MiB added by training steps (peak RSS)",
            title="Training-step memory")
     _common.save_figure(fig, [ax], path)

@@ -185,8 +185,7 @@ def rss_child(payload: dict) -> dict:
     torch.set_num_threads(1)
     if payload.get("ranks", 2 if kind in PARALLEL[case] else 1) == 2:
         per_rank = _common.run_ranks(_rss_rank, (payload,), start_method="spawn")
-        return {"peak": max(r["peak"] for r in per_rank),
-                "before": max(r["before"] for r in per_rank)}
+        return max(per_rank, key=lambda r: r["peak"] - r["before"])  # the hungrier rank
     return _rss_measure(s, case, kind)
 
 
@@ -228,17 +227,17 @@ def summarise(ranks_out: list[dict], setup: Setup, cases: list[str], memory: dic
                        for base in times if base not in PARALLEL[case]}
             for parallel in PARALLEL[case]
         }
-        measured = rank0[case]["slice_costs"]
-        p1 = statistics.median(times["parareal@1"])
+        measured, train = rank0[case]["slice_costs"], case == "train"
+        # the per-call overhead: the 1-process block (graphs kept) measured minus modelled
+        kept = comm_model.slice_costs(measured, train, recompute=False)
+        overhead = max(statistics.median(times["parareal@1"]) - comm_model.modelled(
+            kept, setup.slices, 1, setup.iters, None, train), 0.0)
         modelled = {}
         for kind in PARALLEL[case]:
-            recompute = kind == "parareal_recompute"
-            costs = comm_model.slice_costs(measured, case == "train", recompute)
-            overhead = max(p1 - comm_model.modelled(costs, setup.slices, 1, setup.iters, None,
-                                                    case == "train"), 0.0)
-            costs = dataclasses.replace(costs, overhead=overhead)
-            seconds = comm_model.modelled(costs, setup.slices, 2, setup.iters, comm,
-                                          case == "train", pipelined=True)  # fixed K, rk4
+            costs = comm_model.slice_costs(measured, train, kind == "parareal_recompute",
+                                           overhead)
+            seconds = comm_model.modelled(costs, setup.slices, 2, setup.iters, comm, train,
+                                          pipelined=True)  # a fixed K with rk4
             best = statistics.median(times["odeint@best"])
             modelled[kind] = {"seconds": seconds, "speedup_over_odeint_best": best / seconds,
                               "overhead": overhead}
@@ -267,9 +266,9 @@ def markdown(env: dict, setup: Setup, cases: list[str], results: dict[str, dict]
         "mean-squared loss, backward, SGD step (lr 0). Speedup = baseline seconds / 2-rank "
         "seconds in the same round (a 2-rank call lasts until its slower rank is done); median "
         "(min–max) over the rounds; *best* = the faster of 1 and 2 threads in each round. Peak "
-        "RSS: `getrusage` max RSS of a fresh process (per rank: the larger) over two calls, one "
-        "thread; *call* = peak minus the RSS before the first call (model and data built): "
-        "the calls' own memory, comparable across candidates.", "",
+        "RSS: `getrusage` max RSS of a fresh process over two calls, one thread (2 ranks: the "
+        "rank whose calls add more); *call* = peak minus the RSS before the first call (model "
+        "and data built): the calls' own memory, comparable across candidates.", "",
     ]
     for dim, r in results.items():
         lines += [f"## State {dim}", ""]
