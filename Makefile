@@ -8,11 +8,12 @@ lint:
 	$(PY) -m ruff check .
 test:
 	$(PY) -m ruff check . && $(PY) -m pytest -q
-# Every benchmark table under docs/benchmarks/ (about 16 minutes on a quiet 2-core machine;
-# BENCH_ARGS is passed to each timing script, e.g. BENCH_ARGS="--pairs 7").
+# Every benchmark table under docs/benchmarks/ (about 20 minutes on a quiet 2-core machine;
+# BENCH_ARGS is passed to the time-parallel scripts, e.g. BENCH_ARGS="--pairs 7").
 bench:
 	$(PY) benchmarks/parareal_convergence.py
 	$(PY) benchmarks/time_parallel.py $(BENCH_ARGS)
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/comm_model.py $(BENCH_ARGS)
+	$(PY) benchmarks/wandb_overhead.py
 	# hook (issue 14, item 3): $(PY) benchmarks/time_to_accuracy.py

@@ -20,29 +20,25 @@ Writes docs/benchmarks/wandb_overhead.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # benchmark the working tree
+import _common
+import pytorch_lightning as pl
+import torch
+import yaml
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-import pytorch_lightning as pl  # noqa: E402
-import yaml  # noqa: E402
-from pytorch_lightning.loggers import CSVLogger, WandbLogger  # noqa: E402
+from pnode_zoo.data import DigitsDataModule
+from pnode_zoo.tasks import Classifier
+from pnode_zoo.tasks.monitor import RunMonitor
 
-from pnode_zoo.data import DigitsDataModule  # noqa: E402
-from pnode_zoo.tasks import Classifier  # noqa: E402
-from pnode_zoo.tasks.monitor import RunMonitor  # noqa: E402
-
-OUT = ROOT / "docs" / "benchmarks" / "wandb_overhead"
-CONFIG = ROOT / "configs" / "digits" / "node_parareal.yaml"
+NAME = "wandb_overhead"
+CONFIG = _common.ROOT / "configs" / "digits" / "node_parareal.yaml"
 
 
 class StepTimer(pl.Callback):
@@ -115,28 +111,27 @@ def main() -> None:
                   f"W&B {1e3 * times['wandb']:.1f} ms/step, "
                   f"ratio {times['wandb'] / times['csv']:.3f}", flush=True)
     ratios = [p["wandb"] / p["csv"] for p in pairs]
+    env = _common.environment(f"1 process, {torch.get_num_threads()} torch threads")
     result = {
-        "command": " ".join(["python", "benchmarks/wandb_overhead.py", *sys.argv[1:]]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "environment": env,
         "epochs": args.epochs, "log_every_n_steps": args.log_every, "pairs": pairs,
         "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
         "ratio_max": max(ratios),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    OUT.with_suffix(".md").write_text(
+    path = _common.write_results(NAME, result, (
         "# W&B (offline) against CSV logging, per training step\n\n"
-        f"`{result['command']}` on {result['machine']}: the default digits parareal fit with "
-        f"the CLI's RunMonitor, {args.epochs} epochs, log_every_n_steps={args.log_every}, "
-        f"{args.pairs} alternating pairs.\n\n"
+        f"{_common.header(env)}\n\nThe default digits parareal fit with the CLI's RunMonitor, "
+        f"{args.epochs} epochs, log_every_n_steps={args.log_every}, {args.pairs} alternating "
+        "pairs.\n\n"
         "| pair | CSV ms/step | W&B ms/step | W&B / CSV |\n|---|---|---|---|\n"
         + "".join(f"| {i} | {1e3 * p['csv']:.1f} | {1e3 * p['wandb']:.1f} | "
                   f"{p['wandb'] / p['csv']:.3f} |\n" for i, p in enumerate(pairs))
         + f"\nMedian ratio {result['ratio_median']:.3f} "
           f"(range {result['ratio_min']:.3f}–{result['ratio_max']:.3f}).\n"
-    )
+    ))
     print(f"W&B / CSV per step: median {result['ratio_median']:.3f} "
-          f"({result['ratio_min']:.3f}-{result['ratio_max']:.3f}); wrote {OUT}.md")
+          f"({result['ratio_min']:.3f}-{result['ratio_max']:.3f}); wrote {path}")
+
 
 
 if __name__ == "__main__":
