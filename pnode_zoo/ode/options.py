@@ -59,8 +59,9 @@ class PararealOptions:
         warm_start: start the forward iteration from the previous call's trajectory when its
             shape, dtype and device match, instead of the coarse sweep.
         recompute: re-run the propagators in the backward pass, keeping only the states from
-            the forward pass between the passes (each re-run still holds the graph of one
-            batched solve, so peak memory grows with the fine steps per rank). False keeps the
+            the forward pass between the passes; a fixed-step method re-runs without a graph,
+            saving its step states, then rebuilds one step's graph at a time (memory: the
+            states and one step's graph, about one more forward of time). False keeps the
             forward's autograd graphs instead (a faster backward; memory grows with steps and
             iterations as with torchdiffeq's backprop); only for ``backward="unrolled"``,
             whose linearisation points are the forward's own.

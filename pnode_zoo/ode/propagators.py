@@ -125,6 +125,7 @@ class Propagator:
         spans: torch.Tensor,
         x: torch.Tensor,
         work: Work,
+        steps: range | None = None,
     ) -> torch.Tensor:
         """Solve across G slices at once; return the states at their ends.
 
@@ -139,6 +140,9 @@ class Propagator:
             spans: length of each slice (> 0), shape [G].
             x: the states at the slices' starts, [G * batch, ...].
             work: counters to add this solve's work to.
+            steps: fixed-step methods only: take just these steps of the grid, from x at the
+                first one's start, and return the state after each, [len(steps), G * batch,
+                ...] (the same arithmetic as the whole solve: a step-wise re-run reproduces it).
         """
         groups = starts.shape[0]
         scale = spans.repeat_interleave(x.shape[0] // groups).view(-1, *(1,) * (x.dim() - 1))
@@ -156,12 +160,17 @@ class Propagator:
                 local, x, 1.0, self.steps, info.theta,
                 tol=tol, max_iters=self.newton_max_iters, work=work,
             )
-        interval = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
         if info.kind == "fixed":
             grid = torch.linspace(0.0, 1.0, self.steps + 1, dtype=x.dtype, device=x.device)
-            options = {"grid_constructor": lambda f, y0, t: grid}
-        else:
-            options = {"norm": _group_rms_norm(groups)} if groups > 1 else {}
+            chosen = range(self.steps) if steps is None else steps
+            times = grid[chosen.start : chosen.stop + 1]
+            path = odeint(local, x, times, method=self.method,
+                          options={"grid_constructor": lambda f, y0, t: t})
+            return path[-1] if steps is None else path[1:]
+        if steps is not None:
+            raise ValueError(f"{self.name}: only fixed-step methods run step by step")
+        options = {"norm": _group_rms_norm(groups)} if groups > 1 else {}
+        interval = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
         return odeint(
             local, x, interval, method=self.method, rtol=self.rtol, atol=self.atol,
             options=options,

@@ -30,22 +30,24 @@ def test_forward_critical_path_by_hand():
     assert stats.serial_fine_nfe() == 32
     assert stats.modelled_speedup(4) == pytest.approx(32 / 25)
     # f calls, forward + backward: coarse 4 + 3 + 2, then one coarse graph per slice (4);
-    # fine 2 x 8, then 4 adjoint iterations and the parameter VJP recompute 8 each
+    # fine 2 x 8, then 4 adjoint iterations and the parameter VJP each re-run F twice (8 with
+    # no graph, saving each step's state; 8 more one step at a time, with its graph)
     assert stats.backward_iters == 4
-    assert stats.nfe_coarse == 9 + 4 and stats.nfe_fine == 16 + 5 * 8
+    assert stats.nfe_coarse == 9 + 4 and stats.nfe_fine == 16 + 5 * 16
     assert not stats.converged and stats.tol == 0.0
 
 
 def test_unrolled_backward_mirrors_the_forward():
     # K = 2: coarse VJP sweeps over slices 3-2 (level 2), 3-1 (level 1), 3-0 (level 0), each
-    # VJP a re-run (1) and a pull-back (1); batched fine VJPs (8 + 8) of slices 1-3 and 0-3.
+    # VJP a re-run (1) and a pull-back (1); batched fine VJPs of slices 1-3 and 0-3, each a
+    # re-run by steps (8 + 8, see above) and a pull-back (8).
     stats = _run(fine_steps=2, max_iters=2, tol=0.0, backward="unrolled").stats
     assert stats.backward_iters == 2
     coarse = 2 * (2 + 3 + 4)
-    assert stats.critical_path_nfe(1, "backward") == coarse + 16 * 3 + 16 * 4
-    assert stats.critical_path_nfe(2, "backward") == coarse + 16 * 2 + 16 * 2
-    assert stats.critical_path_nfe(4, "backward") == coarse + 16 + 16
-    assert stats.nfe_coarse == 9 + 9 and stats.nfe_fine == 16 + 16
+    assert stats.critical_path_nfe(1, "backward") == coarse + 24 * 3 + 24 * 4
+    assert stats.critical_path_nfe(2, "backward") == coarse + 24 * 2 + 24 * 2
+    assert stats.critical_path_nfe(4, "backward") == coarse + 24 + 24
+    assert stats.nfe_coarse == 9 + 9 and stats.nfe_fine == 16 + 2 * 16
     # the forward's own graphs kept: no re-run, the pull-backs alone (1 per coarse VJP)
     kept = _run(fine_steps=2, max_iters=2, tol=0.0, backward="unrolled", recompute=False).stats
     assert kept.critical_path_nfe(4, "backward") == coarse // 2 + 8 + 8
@@ -53,19 +55,19 @@ def test_unrolled_backward_mirrors_the_forward():
 
 
 def test_backward_critical_path_by_hand():
-    # fine adjoint: 4 slices one after the other, each re-run (8) + VJP (8)
+    # fine adjoint: 4 slices one after the other, each re-run by steps (8 + 8) + VJP (8)
     serial = _run(fine_steps=2, backward="fine_adjoint", tol=0.0).stats
     assert serial.backward_iters == 0
-    assert serial.critical_path_nfe(4, "backward") == 4 * 16
-    total = serial.critical_path_nfe(4, "forward") + 4 * 16
+    assert serial.critical_path_nfe(4, "backward") == 4 * 24
+    total = serial.critical_path_nfe(4, "forward") + 4 * 24
     assert serial.critical_path_nfe(4, "total") == total
     # parareal adjoint with 1 iteration: coarse VJP sweep (graph 1 + VJP 1, per slice),
-    # fine VJPs of all slices (16 per rank), coarse VJPs of slices 2,1,0 (1 each), then the
-    # parameter VJP over all slices (16 per rank).
+    # fine VJPs of all slices (24 per rank), coarse VJPs of slices 2,1,0 (1 each), then the
+    # parameter VJP over all slices (24 per rank).
     inexact = _run(fine_steps=2, backward="parareal_adjoint", backward_max_iters=1,
                    backward_tol=0.0, tol=0.0).stats
     assert inexact.backward_iters == 1 and len(inexact.backward_residuals) == 1
-    assert inexact.critical_path_nfe(4, "backward") == 4 * 2 + 16 + 3 + 16
+    assert inexact.critical_path_nfe(4, "backward") == 4 * 2 + 24 + 3 + 24
 
 
 def test_timeline_covers_every_solve():

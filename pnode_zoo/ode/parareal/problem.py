@@ -131,15 +131,18 @@ def _propagate(
     slices: range,
     states: torch.Tensor,
     selected: Stacked | None,
+    steps: range | None = None,
 ) -> tuple[torch.Tensor, Work, tuple[float, float]]:
-    """Propagate ``states[i]`` across slice ``slices[i]``, all in one solve; (out, work, when)."""
+    """Propagate ``states[i]`` across slice ``slices[i]``, all in one solve; (out, work, when).
+    With ``steps`` (fixed-step methods), only those steps, and the state after each."""
     cut = slice(slices.start, slices.stop)
     field = problem.fields.field(slices, states.shape[1], selected)
     work, start = Work(), clock(states.device)
     flat = states.reshape(len(slices) * states.shape[1], *states.shape[2:])
     with record_function(f"parareal/{propagator.name}"):  # a range in torch.profiler traces
-        out = propagator(field, problem.starts[cut], problem.spans[cut], flat, work)
-    return out.reshape(states.shape), work, (start, clock(states.device))
+        out = propagator(field, problem.starts[cut], problem.spans[cut], flat, work, steps)
+    shape = states.shape if steps is None else (len(steps), *states.shape)
+    return out.reshape(shape), work, (start, clock(states.device))
 
 
 def _stacked(problem: Problem, slices: range, batched: bool) -> Stacked | None:
@@ -177,8 +180,11 @@ class Linearization:
     """One propagator run with autograd on, for vector-Jacobian products through it.
 
     Built in the backward pass (a re-run at saved states), or in the forward pass when the
-    graphs are kept (``PararealOptions.recompute`` off). The run is recorded in the stats on
-    construction, each pull-back when it happens.
+    graphs are kept (``PararealOptions.recompute`` off). A re-run of a fixed-step method with
+    several steps keeps no graph: it saves the state after every step and a pull-back rebuilds
+    one step's graph at a time, last step first, so memory holds the step states and a single
+    step's graph, not the whole solve's. The run is recorded in the stats on construction,
+    each pull-back when it happens.
 
     Args:
         problem: the call.
@@ -205,22 +211,30 @@ class Linearization:
     ) -> None:
         self.problem, self.kind, self.slices, self.batched = problem, kind, slices, batched
         self.wrt_state, self.wrt_params = wrt_state, wrt_params
-        propagator = problem.fine if kind == "fine" else problem.coarse
-        with torch.enable_grad():
-            x = states.detach().requires_grad_(wrt_state)
-            selected = _stacked(problem, slices, batched or wrt_params)
-            if selected is not None and wrt_params:
-                params = {k: v.detach().requires_grad_() for k, v in selected[0].items()}
-                selected = params, selected[1]
-            self.out, work, when = _propagate(problem, propagator, slices, x, selected)
-        self.nfe = work.nfe
-        problem.stats.record(phase, kind, slices, work, [when], work.nfe, batched)
-        params = []
+        self.propagator = propagator = problem.fine if kind == "fine" else problem.coarse
+        selected = _stacked(problem, slices, batched or wrt_params)
+        if selected is not None and wrt_params:
+            params = {k: v.detach().requires_grad_() for k, v in selected[0].items()}
+            selected = params, selected[1]
+        self.selected = selected
+        self.params: list[torch.Tensor] = []
         if wrt_params:
             fields = problem.fields
-            params = list(selected[0].values()) if fields.per_slice else fields.parameters()
-        self.inputs = ([x] if wrt_state else []) + params
-        self.value = self.out.detach()
+            self.params = list(selected[0].values()) if fields.per_slice else fields.parameters()
+        self.start = states.detach()
+        self.stepwise = (phase == "backward" and propagator.info.kind == "fixed"
+                         and propagator.steps > 1)
+        with torch.set_grad_enabled(not self.stepwise):
+            x = self.start.requires_grad_(wrt_state and not self.stepwise)
+            out, work, when = _propagate(problem, propagator, slices, x, selected,
+                                         range(propagator.steps) if self.stepwise else None)
+        self.nfe = work.nfe
+        problem.stats.record(phase, kind, slices, work, [when], work.nfe, batched)
+        if self.stepwise:
+            self.path, self.value = out, out[-1]
+        else:
+            self.out, self.value = out, out.detach()
+            self.inputs = ([x] if wrt_state else []) + self.params
 
     def pull(
         self, cotangents: torch.Tensor, grads: ParamGrads | None = None, keep: bool = False
@@ -236,14 +250,39 @@ class Linearization:
         device = cotangents.device
         tic = clock(device)
         with record_function(f"parareal/{self.kind}"):  # VJPs count as the propagator's time
-            pulled = torch.autograd.grad(self.out, self.inputs, cotangents, retain_graph=keep,
-                                         allow_unused=True)
-        when = (tic, clock(device))
-        stats = self.problem.stats
-        stats.record("backward", self.kind, self.slices, Work(), [when], self.nfe, self.batched)
+            if self.stepwise:
+                pulled, work = self._pull_by_steps(cotangents)
+            else:
+                pulled = torch.autograd.grad(self.out, self.inputs, cotangents,
+                                             retain_graph=keep, allow_unused=True)
+                work = Work()
+        units = self.nfe + work.nfe  # the pull-back, and a step-wise re-run's graphs
+        self.problem.stats.record("backward", self.kind, self.slices, work,
+                                  [(tic, clock(device))], units, self.batched)
         if grads is not None:
             grads.add(self.slices, pulled[1:] if self.wrt_state else pulled)
         return pulled[0] if self.wrt_state else None
+
+    def _pull_by_steps(
+        self, cotangents: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor | None, ...], Work]:
+        """The pull-back one step at a time, from the saved step states, last step first."""
+        work, total = Work(), [None] * len(self.params)
+        for step in reversed(range(self.propagator.steps)):
+            start = self.start if step == 0 else self.path[step - 1]
+            need_state = step > 0 or self.wrt_state
+            with torch.enable_grad():
+                x = start.requires_grad_(need_state)
+                out, done, _ = _propagate(self.problem, self.propagator, self.slices, x,
+                                          self.selected, range(step, step + 1))
+                inputs = ([x] if need_state else []) + self.params
+                pulled = torch.autograd.grad(out[0], inputs, cotangents, allow_unused=True)
+            work.nfe += done.nfe
+            if need_state:
+                cotangents, pulled = pulled[0], pulled[1:]
+            total = [g if t is None else t if g is None else t + g
+                     for t, g in zip(total, pulled, strict=True)]
+        return ((cotangents,) if self.wrt_state else ()) + tuple(total), work
 
 
 class ParamGrads:
