@@ -1,7 +1,7 @@
 # Developer commands; each is also written out in the README.
 PY ?= .venv/bin/python
 
-.PHONY: setup lint test bench
+.PHONY: setup lint test bench time-to-accuracy
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
 lint:
@@ -16,4 +16,6 @@ bench:
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/comm_model.py $(BENCH_ARGS)
 	$(PY) benchmarks/wandb_overhead.py
-	# hook (issue 14, item 3): $(PY) benchmarks/time_to_accuracy.py
+# Whole fits, plain NODE against parareal on 1 and 2 ranks, 3 seeds (about 1 hour; not in bench).
+time-to-accuracy:
+	$(PY) benchmarks/time_to_accuracy.py

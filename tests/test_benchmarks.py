@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import _common  # noqa: E402
 import comm_model  # noqa: E402
 import time_parallel  # noqa: E402
+import time_to_accuracy  # noqa: E402
 
 from pnode_zoo.ode.parareal_block import PararealODEBlock  # noqa: E402
 from pnode_zoo.ode.schedule import SliceCosts, modelled_time  # noqa: E402
@@ -112,6 +113,31 @@ def test_model_block_for_a_given_block():
     costs = SliceCosts(4.0, 1.0, state_bytes=32, param_bytes=400)
     assert four["forward"]["seconds_free"] == modelled_time(costs, 4, 4, four["K"]).seconds
     assert four["forward"]["speedup_free"] == pytest.approx(16.0 / four["forward"]["seconds_free"])
+
+
+def _curve(metric: str, points: list[tuple[float, float]]) -> list[dict]:
+    return [{"epoch": i, "train_seconds": t, "metric_name": metric, "metric": m}
+            for i, (t, m) in enumerate(points)]
+
+
+def test_time_to_accuracy_targets_and_speedups():
+    acc = "test/acc"
+    curves = {  # two seeds; seed 0's a2 and seed 1's a1 are the faster plain runs
+        "a1": [_curve(acc, [(10, 0.5), (20, 0.9)]), _curve(acc, [(8, 0.6), (16, 0.95)])],
+        "a2": [_curve(acc, [(6, 0.5), (12, 0.92)]), _curve(acc, [(9, 0.7), (18, 0.96)])],
+        "b": [_curve(acc, [(5, 0.93), (10, 0.94)]), _curve(acc, [(4, 0.8), (8, 0.96)])],
+        "c": [_curve(acc, [(3, 0.1), (6, 0.2)]), _curve(acc, [(2, 0.99), (4, 0.99)])],
+    }
+    task = time_to_accuracy.summarise("t", curves)
+    assert task["a_threads"] == ["a2", "a1"]
+    assert task["target"] == 0.92  # the worse final metric of (a)
+    assert task["runs"]["a"]["times_to_target"] == [12, 16]
+    assert task["runs"]["b"]["times_to_target"] == [5, 8]
+    assert task["runs"]["b"]["speedup"] == {"median": 2.2, "min": 2.0, "max": 2.4}
+    assert task["runs"]["c"]["times_to_target"] == [float("inf"), 2]  # never reached: inf
+    # an error metric is reached from above
+    mse = _curve("test/mse", [(1, 0.3), (2, 0.1), (3, 0.2)])
+    assert time_to_accuracy.reached(mse, 0.15) == 2
 
 
 @pytest.mark.slow

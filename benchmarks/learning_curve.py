@@ -1,0 +1,62 @@
+"""A callback for benchmarks: the test metric after every training epoch, against training time.
+
+Added to a fit by ``benchmarks/time_to_accuracy.py`` (``--trainer.callbacks+=...``). After each
+training epoch it evaluates the test split (every rank together: a time-parallel model's
+forward pass is collective) and rank 0 appends one JSON line to ``path``: the epoch, the
+cumulative training seconds (training epochs only: evaluation is excluded) and the test
+metric (MSE for trajectory tasks, accuracy for classifiers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from time import perf_counter
+
+import pytorch_lightning as pl
+import torch
+
+from pnode_zoo.tasks import Classifier
+
+
+class LearningCurve(pl.Callback):
+    """Append {"epoch", "train_seconds", "metric", "metric_name"} per epoch to ``path``.
+
+    Args:
+        path: JSON-lines file to append to.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path, self.seconds, self.tic = Path(path), 0.0, 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.tic = perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds += perf_counter() - self.tic
+        name, value = self.evaluate(trainer, pl_module)
+        if trainer.is_global_zero:
+            row = {"epoch": trainer.current_epoch, "train_seconds": self.seconds,
+                   "metric_name": name, "metric": value}
+            with self.path.open("a") as file:
+                file.write(json.dumps(row) + "\n")
+
+    @staticmethod
+    def evaluate(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[str, float]:
+        """The test metric of the current weights, in eval mode and without gradients."""
+        classifier = isinstance(pl_module, Classifier)
+        total, count = 0.0, 0
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            for inputs, targets in trainer.datamodule.test_dataloader():
+                outputs = pl_module(inputs.to(pl_module.device))
+                targets = targets.to(pl_module.device)
+                if classifier:
+                    total += (outputs.argmax(dim=-1) == targets).sum().item()
+                    count += len(targets)
+                else:
+                    total += (outputs - targets).square().sum().item()
+                    count += targets.numel()
+        pl_module.train(was_training)
+        return ("test/acc" if classifier else "test/mse"), total / count
