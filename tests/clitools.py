@@ -19,15 +19,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 1200  # seconds; a loaded 2-core machine can take minutes for one training run
 PNODE = [sys.executable, "-m", "pnode_zoo"]
+# configs/digits/node_parareal.yaml's block at width 8 instead of 32: the same code paths in
+# about a third of the time (float64 fits of the resumption and launch tests)
+NARROW_DIGITS = ("--model.init_args.arch_args={width: 8, parareal: {num_slices: 4, coarse: euler,"
+                 " fine: rk4, fine_steps: 1, tol: 1.0e-3, max_iters: 4, backward: unrolled}}")
 
 
 def cli_env(cwd: Path, env: dict[str, str | None] | None = None) -> dict[str, str]:
-    """The environment of a CLI run in ``cwd``: W&B offline and out of the home folder.
+    """The environment of a CLI run in ``cwd``: W&B offline and out of the home folder, one thread.
 
     ``env`` entries override the environment; a None value removes the variable.
     """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PNODE_ZOO_"))}
-    full_env.update({"HOME": str(cwd), "WANDB_MODE": "offline", "PYTHONHASHSEED": "0"})
+    # One thread per process: tests start several processes at once (ranks, concurrent runs, a
+    # second copy of the suite), and oversubscribed cores make torch's spinning threads crawl
+    # (a short fit took 55 s with two threads on a busy 2-core machine, 12 s with one).
+    full_env.update({"HOME": str(cwd), "WANDB_MODE": "offline", "PYTHONHASHSEED": "0",
+                     "OMP_NUM_THREADS": "1"})
     for key, value in (env or {}).items():
         if value is None:
             full_env.pop(key, None)

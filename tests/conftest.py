@@ -13,6 +13,15 @@ from clitools import missing_data, run_cli
 from pnode_zoo.cli import main
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """One torch thread in the test process too (see clitools.cli_env: the suite's processes
+    share the cores, and the tensors of most tests are tiny)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 @pytest.fixture
 def cli(tmp_path: Path):
     """Call as ``cli(args, env=None)``; runs ``python -m pnode_zoo`` in a fresh temporary

@@ -90,7 +90,7 @@ def test_the_readme_has_commands_of_every_kind() -> None:
 @pytest.mark.slow
 def test_every_readme_command_runs(tmp_path: Path) -> None:
     (tmp_path / "configs").symlink_to(REPO / "configs")
-    env = cli_env(tmp_path, {"OMP_NUM_THREADS": "1"})
+    env = cli_env(tmp_path)
     ran = 0
     for command in bash_commands():
         argv = _argv(command)

@@ -15,19 +15,18 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import REPO, TIMEOUT, read_metrics, run_cli, run_dirs, start_cli
+from clitools import NARROW_DIGITS, REPO, TIMEOUT, read_metrics, run_cli, run_dirs, start_cli
 
 pytestmark = pytest.mark.slow
 
 STEPS_PER_EPOCH = 6
-FIT = ["fit", "--config", str(REPO / "configs" / "digits" / "node_parareal.yaml"),
+FIT = ["fit", "--config", str(REPO / "configs" / "digits" / "node_parareal.yaml"), NARROW_DIGITS,
        "--trainer.accelerator=cpu", "--trainer.precision=64-true", "--trainer.max_epochs=3",
        f"--trainer.limit_train_batches={STEPS_PER_EPOCH}", "--trainer.limit_val_batches=2",
        "--trainer.limit_test_batches=3", "--trainer.log_every_n_steps=1",
        "--trainer.logger=CSVLogger", "--trainer.logger.flush_logs_every_n_steps=1"]
 TWO_RANKS = ["--trainer.strategy=TimeParallelStrategy", "--trainer.devices=2",
              "--trainer.strategy.timeout=60"]
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two threads crawl on busy shared cores
 
 
 def _results(run_dir: Path) -> dict[str, list[float]]:
@@ -47,7 +46,7 @@ def _children(pid: int) -> list[int]:
 def _kill_in_second_epoch(cwd: Path, args: list[str], victim: str) -> None:
     """Start a fit; once a step of the second epoch is logged, SIGKILL it (``victim="run"``)
     or its second rank (``"rank1"``) and wait for the run to end."""
-    process = start_cli(args, cwd, cwd / "killed.log", ONE_THREAD)
+    process = start_cli(args, cwd, cwd / "killed.log")
     try:
         deadline = time.monotonic() + TIMEOUT
         while True:
@@ -77,7 +76,7 @@ def _kill_in_second_epoch(cwd: Path, args: list[str], victim: str) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[float]]:
     cwd = tmp_path_factory.mktemp("uninterrupted")
-    result = run_cli(FIT, cwd, ONE_THREAD)
+    result = run_cli(FIT, cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = run_dirs(cwd)
     results = _results(run_dir)
@@ -90,7 +89,7 @@ def test_a_killed_fit_resumes_to_exactly_the_uninterrupted_metrics(tmp_path: Pat
     _kill_in_second_epoch(tmp_path, FIT, victim="run")
     (run_dir,) = run_dirs(tmp_path)
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
-    resumed = run_cli([*FIT, "--ckpt_path", "last"], tmp_path, ONE_THREAD)
+    resumed = run_cli([*FIT, "--ckpt_path", "last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert run_dirs(tmp_path) == [run_dir]  # the run continued in its own directory
     assert (run_dir / "config.resume-1.yaml").exists()
@@ -100,7 +99,7 @@ def test_a_killed_fit_resumes_to_exactly_the_uninterrupted_metrics(tmp_path: Pat
 def test_a_two_rank_fit_with_a_killed_rank_resumes_to_the_same_metrics(tmp_path: Path,
                                                                          uninterrupted) -> None:
     _kill_in_second_epoch(tmp_path, [*FIT, *TWO_RANKS], victim="rank1")
-    resumed = run_cli([*FIT, *TWO_RANKS, "--ckpt_path", "last"], tmp_path, ONE_THREAD)
+    resumed = run_cli([*FIT, *TWO_RANKS, "--ckpt_path", "last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     (run_dir,) = run_dirs(tmp_path)
     results = _results(run_dir)

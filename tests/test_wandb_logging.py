@@ -50,8 +50,7 @@ class Fit:
         self.work, self.home = root / "work", root / "home"
         self.work.mkdir(parents=True)
         self.home.mkdir()
-        environment = {"WANDB_MODE": None, "HOME": str(self.home), "OMP_NUM_THREADS": "1",
-                       **(env or {})}
+        environment = {"WANDB_MODE": None, "HOME": str(self.home), **(env or {})}
         self.result = run_cli(args, self.work, environment)
         assert self.result.returncode == 0, self.result.stderr[-4000:]
 

@@ -18,17 +18,16 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import TIMEOUT, cli_env
+from clitools import NARROW_DIGITS, PNODE, TIMEOUT, cli_env
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "digits" / "node_parareal.yaml")
-FIT = ["fit", "--config", CONFIG, "--trainer.accelerator=cpu", "--trainer.precision=64-true",
-       "--trainer.max_epochs=1", "--trainer.limit_train_batches=4",
+FIT = ["fit", "--config", CONFIG, NARROW_DIGITS, "--trainer.accelerator=cpu",
+       "--trainer.precision=64-true", "--trainer.max_epochs=1", "--trainer.limit_train_batches=4",
        "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=3",
        "--trainer.log_every_n_steps=1", "--trainer.logger=CSVLogger",
        "--trainer.logger.save_dir=logs", "--trainer.logger.flush_logs_every_n_steps=1"]
 TIME_PARALLEL = ["--trainer.strategy=time_parallel", "--trainer.devices=2"]
-PNODE = [sys.executable, "-m", "pnode_zoo"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
             "-m", "pnode_zoo"]
 pytestmark = pytest.mark.slow
@@ -43,9 +42,9 @@ def _metrics(cwd: Path) -> tuple[list[float], float]:
     return losses, accuracy
 
 
-def _run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``command`` in ``cwd``, W&B offline and HOME there (the ``cli`` fixture runs only PNODE)."""
-    return subprocess.run(command, cwd=cwd, env=cli_env(cwd, env), capture_output=True, text=True,
+    return subprocess.run(command, cwd=cwd, env=cli_env(cwd), capture_output=True, text=True,
                           timeout=TIMEOUT)
 
 
@@ -59,7 +58,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[float], float]:
     cwd = tmp_path_factory.mktemp("one_process")
-    result = _run([*PNODE, *FIT], cwd, OMP_NUM_THREADS="1")  # 2 threads crawl on busy cores
+    result = _run([*PNODE, *FIT], cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return _metrics(cwd)
 

@@ -1,4 +1,4 @@
-"""Shared fixtures of the ODE numerics tests: one thread (tiny tensors), fixed seed, fields."""
+"""Shared fixtures of the ODE numerics tests: a fixed seed and fields."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ from torch import nn
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_fixed_seed():
-    # The tensors here are tiny: extra threads only add overhead (and contend on shared cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _fixed_seed():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 class LinearField(nn.Module):
