@@ -77,8 +77,10 @@ class Task(pl.LightningModule):
     def configure_model(self) -> None:
         # Lightning converts a model to a "-true" precision (e.g. 64-true) only after it has
         # loaded a checkpoint into it; converting here, before the load, keeps float64
-        # weights exact when a run resumes (the conversion is idempotent).
-        self.trainer.precision_plugin.convert_module(self)
+        # weights exact when a run resumes (the conversion is idempotent). `load_from_checkpoint`
+        # calls this hook too, outside any Trainer: nothing to convert then.
+        if self._trainer is not None:
+            self.trainer.precision_plugin.convert_module(self)
     def figures(self, split: str) -> dict[str, Figure]:
         """Pictures of the ``split`` ("val" or "test") epoch that just ended, by name.
 
