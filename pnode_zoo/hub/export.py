@@ -116,8 +116,8 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
         directory: the output directory (created).
         name: the pretrained name; default ``<architecture>.<data set>``.
         provenance: card fields that describe the training (``command``, ``config_path``,
-            ``config``, ``config_sha256``, ``training_seconds``); default: the run's
-            ``config.yaml``.
+            ``config``, ``config_sha256``, ``commit``, ``training_seconds``); default: the
+            run's ``config.yaml`` and the repository's commit now.
     """
     checkpoint_path = Path(checkpoint_path)
     checkpoint = read_checkpoint(checkpoint_path)
@@ -155,7 +155,7 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
     provenance = {"command": f"python -m pnode_zoo fit --config {default_config}",
                   "config_path": str(default_config), "config": config,
                   "config_sha256": file_sha256(default_config), "training_seconds": None,
-                  **(provenance or {})}
+                  "commit": git_commit(), **(provenance or {})}
     card = ModelCard(
         name=name or f"{arch}.{dataset}", arch=arch, arch_args=_plain(arch_args),
         task={"class_path": class_path, "init_args": _plain(task_args)},
@@ -167,7 +167,7 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
             std=tuple(prep["std"]) if "std" in prep else None,
             channel_axis=prep.get("channel_axis", 0), per_series=prep.get("per_series", False)),
         metric=f"test/{task_class.checkpoint_metric[0].partition('/')[2]}", metric_value=0.0,
-        num_parameters=0, seed=int(config.get("seed_everything") or 0), commit=git_commit(),
+        num_parameters=0, seed=int(config.get("seed_everything") or 0),
         licence=licence, citation=citation, weights_size=0, weights_sha256="", **provenance)
     return save_pretrained(net, dataclasses.replace(card, metric_value=evaluate(card, net)),
                            directory)

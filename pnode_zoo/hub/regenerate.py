@@ -24,7 +24,7 @@ import yaml
 
 from pnode_zoo.hub.card import file_sha256
 from pnode_zoo.hub.catalogue import CONFIGS
-from pnode_zoo.hub.export import REPO, export_checkpoint
+from pnode_zoo.hub.export import REPO, export_checkpoint, git_commit
 from pnode_zoo.hub.store import WEIGHTS_DIR
 from pnode_zoo.hub.table import write_readme
 
@@ -45,6 +45,13 @@ def regenerate(name: str) -> None:
         name: a key of ``catalogue.CONFIGS``.
     """
     config_path = CONFIGS[name]
+    provenance = {  # taken before training: the code and config it ran with
+        "command": f"python -m pnode_zoo fit --config {config_path}",
+        "config_path": config_path,
+        "config": yaml.safe_load((REPO / config_path).read_text()),
+        "config_sha256": file_sha256(REPO / config_path),
+        "commit": git_commit(),
+    }
     command = [sys.executable, "-m", "pnode_zoo", "fit", "--config", config_path]
     root = Path(tempfile.mkdtemp(prefix=f"regenerate-{name}-"))
     env = {**os.environ, "WANDB_MODE": "disabled"}
@@ -57,13 +64,8 @@ def regenerate(name: str) -> None:
         raise SystemExit(f"{name}: training failed (exit {result.returncode}):\n{result.stderr}")
     target = WEIGHTS_DIR / name
     shutil.rmtree(target, ignore_errors=True)
-    card = export_checkpoint(trained_checkpoint(root), target, name, provenance={
-        "command": f"python -m pnode_zoo fit --config {config_path}",
-        "config_path": config_path,
-        "config": yaml.safe_load((REPO / config_path).read_text()),
-        "config_sha256": file_sha256(REPO / config_path),
-        "training_seconds": round(seconds, 1),
-    })
+    card = export_checkpoint(trained_checkpoint(root), target, name,
+                             {**provenance, "training_seconds": round(seconds, 1)})
     shutil.rmtree(root)
     print(f"{name}: {card.metric} {card.metric_value:.4f}, trained in {seconds:.0f} s, "
           f"{card.weights_size:,} bytes", flush=True)
@@ -75,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", default=["*"],
                         help="names or wildcards of catalogue entries (default: all)")
-    names = [name for name in CONFIGS
-             if any(fnmatch.fnmatch(name, p) for p in parser.parse_args(argv).names)]
+    patterns = parser.parse_args(argv).names
+    names = list(dict.fromkeys(name for pattern in patterns for name in CONFIGS
+                               if fnmatch.fnmatch(name, pattern)))  # in the order asked
     if not names:
         parser.error(f"no catalogue name matches; names: {', '.join(CONFIGS)}")
     for name in names:
