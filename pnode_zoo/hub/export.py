@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from torch import nn
 
@@ -67,7 +68,12 @@ def evaluate(card: ModelCard, net: nn.Module) -> float:
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          deterministic=True)
-    results = trainer.test(build_task(card, net), datamodule=build_data(card), verbose=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # sums in one order, whatever the machine: the same value bit for bit
+    try:
+        results = trainer.test(build_task(card, net), datamodule=build_data(card), verbose=False)
+    finally:
+        torch.set_num_threads(threads)
     return float(results[0][card.metric])
 
 

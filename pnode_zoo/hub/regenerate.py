@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -38,19 +40,20 @@ def trained_checkpoint(root: Path) -> Path:
     raise FileNotFoundError(f"no final-*.ckpt or best-*.ckpt under {root}")
 
 
-def regenerate(name: str) -> None:
+def regenerate(name: str, commit: str) -> None:
     """Train, export and evaluate one catalogue name into ``WEIGHTS_DIR/name``.
 
     Args:
         name: a key of ``catalogue.CONFIGS``.
+        commit: the repository's commit when the command started.
     """
     config_path = CONFIGS[name]
-    provenance = {  # taken before training: the code and config it ran with
+    provenance = {  # taken before training: the config it ran with
         "command": f"python -m pnode_zoo fit --config {config_path}",
         "config_path": config_path,
         "config": yaml.safe_load((REPO / config_path).read_text()),
         "config_sha256": file_sha256(REPO / config_path),
-        "commit": git_commit(),
+        "commit": commit,
     }
     command = [sys.executable, "-m", "pnode_zoo", "fit", "--config", config_path]
     root = Path(tempfile.mkdtemp(prefix=f"regenerate-{name}-"))
@@ -82,8 +85,12 @@ def main(argv: list[str] | None = None) -> None:
                                if fnmatch.fnmatch(name, pattern)))  # in the order asked
     if not names:
         parser.error(f"no catalogue name matches; names: {', '.join(CONFIGS)}")
+    for logger in ("pytorch_lightning", "lightning_fabric"):  # one line per name is enough
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    commit = git_commit()
     for name in names:
-        regenerate(name)
+        regenerate(name, commit)
     write_readme()
 
 

@@ -31,7 +31,7 @@ def _metric(name: str, value: float) -> str:
 def table() -> str:
     """The Markdown table of every name in the catalogue: what ships, and why the rest does not."""
     shipped = set(list_pretrained())
-    rows = ["| name | config | test metric | parameters | file | training (2 CPU cores) |",
+    rows = ["| name | config | test metric | parameters | file | training wall time |",
             "|---|---|---|---|---|---|"]
     total = 0
     for name in [*CONFIGS, *(n for n in list_pretrained() if n not in CONFIGS)]:
