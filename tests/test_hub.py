@@ -18,7 +18,7 @@ import pnode_zoo
 from pnode_zoo.data import DigitsDataModule
 from pnode_zoo.hub import ModelCard, create_transform, load_pretrained, store
 from pnode_zoo.hub.card import CARD_FILE, WEIGHTS_FILE, file_sha256
-from pnode_zoo.hub.catalogue import CONFIGS
+from pnode_zoo.hub.catalogue import CONFIGS, DATASETS
 from pnode_zoo.hub.export import evaluate, export_checkpoint
 from pnode_zoo.hub.table import README, section, table
 from pnode_zoo.tasks import Classifier, TrajectoryRegressor
@@ -233,6 +233,7 @@ def test_every_task_loads_with_load_from_checkpoint(checkpoint: Path, tmp_path: 
 def test_a_shipped_card_matches_its_config_and_its_weights(name: str) -> None:
     card = store.pretrained_card(name)
     assert card.config_path == CONFIGS[name]
+    assert (card.licence, card.citation) == DATASETS[card.dataset]
     assert file_sha256(REPO / card.config_path) == card.config_sha256, (
         f"{card.config_path} changed since {name} was trained: run "
         f"`python -m pnode_zoo.hub.regenerate {name}`")

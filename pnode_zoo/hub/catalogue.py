@@ -44,7 +44,8 @@ UEA = ("UCR/UEA archive terms: free for research use, citing the archive (no for
        "A. Bagnall et al., The UEA multivariate time series classification archive, 2018, "
        "arXiv:1811.00075")
 
-#: data set (as on a card) -> (licence, citation)
+#: data set (as on a card: ``export.dataset_name``, e.g. GunPoint -> gun_point) -> (licence,
+#: citation)
 DATASETS: dict[str, tuple[str, str]] = {
     "digits": ("CC BY 4.0 (UCI Machine Learning Repository), as shipped with scikit-learn",
                "E. Alpaydin, C. Kaynak, Optical Recognition of Handwritten Digits, UCI Machine "
@@ -56,7 +57,7 @@ DATASETS: dict[str, tuple[str, str]] = {
                               "handwritten digits, 1998"),
     "cifar10": ("no formal licence (free for research)", "A. Krizhevsky, Learning Multiple "
                 "Layers of Features from Tiny Images, 2009"),
-    "gunpoint": UCR,
+    "gun_point": UCR,
     "italy_power_demand": UCR,
     "basic_motions": UEA,
     "lotka_volterra": ("MIT (simulated by pnode_zoo)", "pnode_zoo's LotkaVolterraDataModule"),
