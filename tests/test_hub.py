@@ -297,3 +297,16 @@ def test_test_from_a_pretrained_name_measures_the_cards_metric(cli) -> None:
     assert result.returncode == 0, result.stderr
     card = store.pretrained_card("odenet.digits")
     assert f"{card.metric_value}" in result.stdout.replace("│", " ")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("fcn.gunpoint" not in SHIPPED, reason="fcn.gunpoint does not ship")
+def test_fine_tuning_on_other_classes_gets_a_new_head_in_one_line(cli, tmp_path: Path) -> None:
+    result = cli(["fit", "--model.pretrained", "fcn.gunpoint", "--data=UCRDataModule",
+                  "--data.name=ArrowHead", *SHORT])
+    assert result.returncode == 0, result.stderr
+    assert ("fcn.gunpoint: new head head.2 for 3 classes (the weights have 2); the rest is "
+            "pretrained\n") in result.stderr
+    checkpoint = next(tmp_path.glob("runs/arrowhead-fcn.gunpoint/*/checkpoints/best-*.ckpt"))
+    tuned = Classifier.load_from_checkpoint(checkpoint, weights_only=True)
+    assert tuned.hparams.pretrained == "fcn.gunpoint" and tuned.hparams.num_classes == 3
