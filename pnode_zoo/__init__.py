@@ -15,6 +15,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "create_model": "pnode_zoo.models",
     "list_models": "pnode_zoo.models",
+    "list_pretrained": "pnode_zoo.hub",
+    "load_pretrained": "pnode_zoo.hub",
+    "from_pretrained": "pnode_zoo.hub",
+    "save_pretrained": "pnode_zoo.hub",
+    "create_transform": "pnode_zoo.hub",
+    "ModelCard": "pnode_zoo.hub",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -1,4 +1,5 @@
-"""``python -m pnode_zoo``: LightningCLI's fit | validate | test | predict, plus ``models``.
+"""``python -m pnode_zoo``: LightningCLI's fit | validate | test | predict, plus ``models``,
+``pretrained`` and ``export``.
 
 Lightning is imported only for the training subcommands, so ``--help`` and ``models`` answer
 at once. Mistakes in the user's input end with one line on stderr and exit status 2.
@@ -85,6 +86,17 @@ def dashboard_command(args: list[str]) -> None:
     build(args)
 
 
+def _pretrained(handler: str) -> Callable[[list[str]], None]:
+    """A handler of ``pretrained_commands`` (imported on use)."""
+
+    def run(args: list[str]) -> None:
+        from pnode_zoo import pretrained_commands
+
+        getattr(pretrained_commands, handler)(args)
+
+    return run
+
+
 def _lightning(subcommand: str) -> Callable[[list[str]], None]:
     return lambda args: run_lightning(subcommand, args)
 
@@ -101,6 +113,10 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
                 "PATH|last|best; --predictions.stdout true prints them)", _lightning("predict")),
     "models": ("list the registered models; `models NAME` shows one model's options",
                models_command),
+    "pretrained": ("pretrained weights: `pretrained list [PATTERN]`, `show NAME` (its card), "
+                   "`eval NAME` (reproduce its test metric)", _pretrained("pretrained_command")),
+    "export": ("turn a Lightning checkpoint into a pretrained directory (config.json + "
+               "model.safetensors): export CKPT DIR [--name NAME]", _pretrained("export_command")),
     "dashboard": ("build the W&B workspace of the zoo's panels: dashboard --entity E --project P "
                   "(offline: write its definition to a file)", dashboard_command),
 }

@@ -202,7 +202,8 @@ def explain_argument_error(message: str, options: list[str]) -> str:
 
 
 def run_name(config: Namespace) -> str:
-    """What a run trains, as a folder name: ``<data>-<arch>``, e.g. ``gunpoint-odenet1d``.
+    """What a run trains, as a folder name: ``<data>-<arch>``, e.g. ``gunpoint-odenet1d`` (or
+    ``<data>-<pretrained name>`` for a run started from pretrained weights).
 
     The data part is the data module's ``name`` option where it has one (UCR/UEA and forecast
     sets), else its class name without ``DataModule``.
@@ -212,7 +213,8 @@ def run_name(config: Namespace) -> str:
     data_part = data_args.get("name") or str(data.class_path).rsplit(".", 1)[-1].removesuffix(
         "DataModule") if data else "nodata"
     model_args = model.get("init_args") or {}
-    model_part = model_args.get("arch") or str(model.class_path).rsplit(".", 1)[-1]
+    model_part = (model_args.get("pretrained") or model_args.get("arch")
+                  or str(model.class_path).rsplit(".", 1)[-1])
     return re.sub(r"[^a-z0-9_.-]+", "_", f"{data_part}-{model_part}".lower())
 
 

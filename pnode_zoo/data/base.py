@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -49,6 +50,10 @@ class TensorDataModule(pl.LightningDataModule):
 
     num_classes: int
     input_shape: tuple[int, ...]
+    #: how raw samples became model inputs, set by ``build_splits`` (for pretrained cards):
+    #: ``scale`` (a factor applied first), per-channel ``mean`` and ``std`` along
+    #: ``channel_axis`` of a sample, or ``per_series`` (each series z-normalised on its own)
+    preprocessing: dict[str, Any] = {}
 
     def __init__(self, batch_size: int = 64, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()

@@ -49,6 +49,7 @@ class DigitsDataModule(TensorDataModule):
         train, val = rest[train_in_rest], rest[val_in_rest]
         self.indices = {"train": train, "val": val, "test": test}
         mean, std = images[train].mean(), images[train].std()
+        self.preprocessing = {"mean": [float(mean)], "std": [float(std)]}
         images = (images - mean) / std
         return {
             "train": tensor_dataset(images[train], labels[train]),

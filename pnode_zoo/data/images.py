@@ -192,6 +192,7 @@ class ImageDataModule(TensorDataModule):
         train, val = stratified_split(labels.numpy(), self.val_size, self.seed)
         self.indices = {"train": train, "val": val, "test": np.arange(len(test_labels))}
         mean, std = channel_statistics(images[train])
+        self.preprocessing = {"scale": 1 / 255, "mean": mean.tolist(), "std": std.tolist()}
         augment = self.augmentation() if self.augment else None
         return {
             "train": ImageTensorDataset(images[train], labels[train], mean, std, augment),

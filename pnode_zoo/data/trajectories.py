@@ -98,6 +98,8 @@ class TrajectoryDataModule(TensorDataModule):
         train = self.ranges()["train"]
         mean, std = self.series[train].mean(axis=0), self.series[train].std(axis=0)
         self.mean, self.std = mean, np.where(std > 0, std, 1.0)
+        self.preprocessing = {"mean": self.mean.tolist(), "std": self.std.tolist(),
+                              "channel_axis": -1}
         series = torch.as_tensor((self.series - self.mean) / self.std, dtype=torch.float32)
         self.indices = {split: self.origins(split) for split in ("train", "val", "test")}
         return {split: self.windows(series, origins) for split, origins in self.indices.items()}

@@ -164,6 +164,7 @@ class UCRDataModule(TensorDataModule):
     def normalised(self, series: list[np.ndarray], train: np.ndarray) -> np.ndarray:
         """The series normalised as ``normalise`` says (statistics of the training indices)
         and padded to the common length, [n, channels, length]."""
+        self.preprocessing = {"per_series": self.normalise == "series"}
         if self.normalise == "series":
             series = [
                 standardise(one, one.mean(axis=1, keepdims=True), one.std(axis=1, keepdims=True))
@@ -173,4 +174,6 @@ class UCRDataModule(TensorDataModule):
             values = np.concatenate([self.train_series[i] for i in train], axis=1)
             mean, std = values.mean(axis=1, keepdims=True), values.std(axis=1, keepdims=True)
             series = [standardise(one, mean, std) for one in series]
+            self.preprocessing.update(mean=mean.ravel().tolist(),
+                                      std=np.where(std > 0, std, 1.0).ravel().tolist())
         return pad_to(series, self.length)

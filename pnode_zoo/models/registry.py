@@ -50,13 +50,21 @@ def model_entry(name: str) -> ModelFn:
     return _MODELS[name]
 
 
-def create_model(name: str, **kwargs: object) -> nn.Module:
+def create_model(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
     """Build the registered model ``name`` with the given options.
 
     Args:
-        name: a registered model name (see ``list_models()``).
+        name: a registered model name (see ``list_models()``), or a pretrained name
+            ``<architecture>.<data>`` (see ``pnode_zoo.list_pretrained()``), which builds the
+            architecture with that card's options.
+        pretrained: load pretrained weights (of ``name``, or of the architecture's first
+            pretrained name).
         **kwargs: options of that model; unknown ones raise ValueError listing the valid ones.
     """
+    if pretrained or "." in name:
+        from pnode_zoo.hub.store import create_pretrained  # lazy: the hub layer sits above
+
+        return create_pretrained(name, pretrained, **kwargs)
     fn = model_entry(name)
     accepted = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(accepted))

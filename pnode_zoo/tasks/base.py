@@ -25,19 +25,26 @@ class Task(pl.LightningModule):
     Args:
         arch: registered model name.
         arch_args: options of that model.
+        pretrained: a pretrained name (``python -m pnode_zoo pretrained list``) to start from:
+            the network is that card's architecture and weights (``arch`` is not used;
+            ``arch_args`` override the card's options; another number of classes gets a new
+            head).
         **model_kwargs: the data-dependent options the CLI links from the data module.
     """
 
     checkpoint_metric: tuple[str, str] = ("val/acc", "max")  # (metric, "max" or "min")
 
-    def __init__(self, arch: str, arch_args: dict[str, Any] | None, **model_kwargs: Any) -> None:
+    def __init__(self, arch: str, arch_args: dict[str, Any] | None, pretrained: str | None = None,
+                 **model_kwargs: Any) -> None:
         super().__init__()
         if arch_args is not None and not isinstance(arch_args, dict):
             raise ValueError(
                 f"model.arch_args must be a mapping of {arch}'s options, such as "
                 f"{{width: 32}}, got {arch_args!r}"
             )
-        self.net: nn.Module = create_model(arch, **model_kwargs, **(arch_args or {}))
+        options = {**model_kwargs, **(arch_args or {})}
+        self.net: nn.Module = (create_model(pretrained, pretrained=True, **options) if pretrained
+                               else create_model(arch, **options))
 
     @staticmethod
     def check_optimiser_options(lr: float, weight_decay: float, warmup_epochs: int) -> None:
@@ -70,8 +77,10 @@ class Task(pl.LightningModule):
     def configure_model(self) -> None:
         # Lightning converts a model to a "-true" precision (e.g. 64-true) only after it has
         # loaded a checkpoint into it; converting here, before the load, keeps float64
-        # weights exact when a run resumes (the conversion is idempotent).
-        self.trainer.precision_plugin.convert_module(self)
+        # weights exact when a run resumes (the conversion is idempotent). `load_from_checkpoint`
+        # calls this hook too, outside any Trainer: nothing to convert then.
+        if self._trainer is not None:
+            self.trainer.precision_plugin.convert_module(self)
     def figures(self, split: str) -> dict[str, Figure]:
         """Pictures of the ``split`` ("val" or "test") epoch that just ended, by name.
 

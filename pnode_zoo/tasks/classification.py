@@ -21,6 +21,9 @@ class Classifier(Task):
     Args:
         arch: registered model name, e.g. ``odenet``, ``odenet_parareal`` or ``resnet``.
         arch_args: options of that model (``python -m pnode_zoo models NAME`` lists them).
+        pretrained: a pretrained name to start from (``python -m pnode_zoo pretrained list``):
+            its card's architecture and weights replace ``arch``; ``arch_args`` override the
+            card's options (a new head where the number of classes differs).
         num_classes: number of classes (linked from the data module by the CLI).
         input_shape: shape of one input sample (linked from the data module by the CLI).
         lr: peak learning rate of AdamW.
@@ -33,6 +36,7 @@ class Classifier(Task):
         self,
         arch: str = "odenet_parareal",
         arch_args: dict[str, Any] | None = None,
+        pretrained: str | None = None,
         num_classes: int = 10,
         input_shape: Sequence[int] = (1, 8, 8),
         lr: float = 1e-2,
@@ -44,7 +48,7 @@ class Classifier(Task):
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
         super().__init__(
-            arch, arch_args, num_classes=num_classes, input_shape=tuple(input_shape)
+            arch, arch_args, pretrained, num_classes=num_classes, input_shape=tuple(input_shape)
         )
         self.save_hyperparameters()
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)

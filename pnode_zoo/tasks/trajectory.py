@@ -30,6 +30,9 @@ class TrajectoryRegressor(Task):
     Args:
         arch: registered trajectory model, e.g. ``trajectory_node``.
         arch_args: options of that model (``python -m pnode_zoo models NAME`` lists them).
+        pretrained: a pretrained name to start from (``python -m pnode_zoo pretrained list``):
+            its card's architecture and weights replace ``arch``; ``arch_args`` override the
+            card's options (a new head where the number of classes differs).
         input_shape: (history length K, state dimension D) (linked from the data module).
         times: forecast times, the origin first (linked from the data module).
         lr: peak learning rate of AdamW.
@@ -44,6 +47,7 @@ class TrajectoryRegressor(Task):
         self,
         arch: str = "trajectory_node",
         arch_args: dict[str, Any] | None = None,
+        pretrained: str | None = None,
         input_shape: Sequence[int] = (1, 2),
         times: Sequence[float] = (0.0, 1.0),
         lr: float = 1e-2,
@@ -52,7 +56,8 @@ class TrajectoryRegressor(Task):
         plot_windows: int = 4,
     ) -> None:
         self.check_optimiser_options(lr, weight_decay, warmup_epochs)
-        super().__init__(arch, arch_args, input_shape=tuple(input_shape), times=tuple(times))
+        super().__init__(arch, arch_args, pretrained, input_shape=tuple(input_shape),
+                         times=tuple(times))
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict(
             {f"{split}_{name}": metric()

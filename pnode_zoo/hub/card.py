@@ -1,0 +1,175 @@
+"""Model cards: what a weight file is, how it was made and how well it does, as data.
+
+A card is stored as ``config.json`` beside its ``model.safetensors``, the layout of a Hugging
+Face Hub repository, so a directory of the two is all it takes to share a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CARD_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw samples become the inputs the weights were trained on.
+
+    Args:
+        input_shape: shape of one sample, e.g. (1, 8, 8) or (channels, length).
+        label_names: the class names in output order (empty for regression).
+        scale: factor applied to the raw values first (1/255 for 8-bit images).
+        mean: per-channel mean subtracted after scaling (None: none).
+        std: per-channel standard deviation divided by after centring (None: none).
+        channel_axis: axis of a sample that ``mean``/``std`` run along (0, or -1 for the
+            state dimension of trajectories).
+        per_series: z-normalise every channel of every series on its own (the UCR convention).
+    """
+
+    input_shape: tuple[int, ...]
+    label_names: tuple[str, ...] = ()
+    scale: float = 1.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_axis: int = 0
+    per_series: bool = False
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One pretrained model: architecture, data, preprocessing, result, provenance, weights.
+
+    Args:
+        name: the pretrained name, ``<architecture>.<data>``, e.g. ``odenet.digits``.
+        arch: registered architecture (``pnode_zoo.list_models()``).
+        arch_args: its constructor arguments, ``num_classes``/``input_shape`` and the
+            ``parareal`` options included.
+        task: the Lightning task it was trained in, ``{"class_path": ..., "init_args": ...}``.
+        data: the data module, ``{"class_path": ..., "init_args": ...}``.
+        dataset: the data set's name.
+        split: the split ``metric`` was measured on.
+        preprocessing: how raw samples become inputs.
+        metric: the logged test metric, e.g. ``test/acc``.
+        metric_value: its value for these weights (``pretrained eval`` reproduces it).
+        num_parameters: trainable parameters.
+        command: the command that trained the weights.
+        config_path: the config file it used, relative to the repository.
+        config: that file's content.
+        config_sha256: that file's sha256 when the weights were made.
+        seed: the training seed.
+        commit: the repository's commit (``-dirty`` when it had local changes).
+        training_seconds: wall time of the training command.
+        licence: the data set's licence.
+        citation: how to cite the data set.
+        weights_size: bytes of ``model.safetensors``.
+        weights_sha256: its sha256.
+        url: where the weights can be downloaded when they do not ship (None: they ship).
+    """
+
+    name: str
+    arch: str
+    arch_args: dict[str, Any]
+    task: dict[str, Any]
+    data: dict[str, Any]
+    dataset: str
+    split: str
+    preprocessing: Preprocessing
+    metric: str
+    metric_value: float
+    num_parameters: int
+    command: str
+    config_path: str
+    config: dict[str, Any]
+    config_sha256: str
+    seed: int
+    commit: str
+    training_seconds: float | None
+    licence: str
+    citation: str
+    weights_size: int
+    weights_sha256: str
+    url: str | None = None
+
+    def to_json(self) -> str:
+        """The card as indented JSON (keys in declaration order)."""
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "card") -> ModelCard:
+        """A card from JSON; ValueError naming ``source`` if fields are missing or unknown.
+
+        Args:
+            text: the JSON text.
+            source: where it came from, for messages.
+        """
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source} is not valid JSON ({err}); not a model card") from None
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        if not isinstance(values, dict) or not required <= set(values) or set(values) - names:
+            keys = set(values) if isinstance(values, dict) else set()
+            problems = [f"missing {', '.join(sorted(required - keys))}" if required - keys else "",
+                        f"unknown {', '.join(sorted(keys - names))}" if keys - names else ""]
+            raise ValueError(f"{source} is not a pnode_zoo model card "
+                             f"({'; '.join(p for p in problems if p) or 'not a JSON object'})")
+        prep = dict(values["preprocessing"])
+        for key in ("input_shape", "label_names", "mean", "std"):
+            if prep.get(key) is not None:
+                prep[key] = tuple(prep[key])
+        return cls(**{**values, "preprocessing": Preprocessing(**prep)})
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, in hex.
+
+    Args:
+        path: the file.
+    """
+    with Path(path).open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def create_transform(card: ModelCard) -> Callable[[Any], torch.Tensor]:
+    """A function turning raw samples (array-like, one sample or a batch) into model inputs.
+
+    It applies the card's preprocessing: float32, reshape of flat samples to the input shape
+    (e.g. 64 pixel values to 1x8x8), ``scale``, then per-series z-normalisation or the
+    per-channel mean and standard deviation.
+
+    Args:
+        card: the model's card.
+    """
+    prep = card.preprocessing
+    shape = tuple(prep.input_shape)
+    size = int(torch.Size(shape).numel())
+
+    def transform(samples: Any) -> torch.Tensor:
+        x = torch.as_tensor(samples, dtype=torch.float32)
+        if tuple(x.shape[-len(shape):]) != shape:
+            if x.numel() % size:
+                raise ValueError(f"{card.name} takes samples of shape {list(shape)}, got "
+                                 f"{list(x.shape)}")
+            x = x.reshape(-1, *shape)
+        x = x * prep.scale
+        if prep.per_series:
+            std = x.std(dim=-1, unbiased=False, keepdim=True)
+            x = (x - x.mean(dim=-1, keepdim=True)) / torch.where(std > 0, std, 1.0)
+        if prep.mean is not None and prep.std is not None:
+            axis = prep.channel_axis % len(shape) - len(shape)  # counted from the end
+            view = [1] * len(shape)
+            view[axis] = -1
+            x = (x - torch.tensor(prep.mean).view(view)) / torch.tensor(prep.std).view(view)
+        return x
+
+    return transform
