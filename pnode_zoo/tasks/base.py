@@ -81,6 +81,7 @@ class Task(pl.LightningModule):
         # calls this hook too, outside any Trainer: nothing to convert then.
         if self._trainer is not None:
             self.trainer.precision_plugin.convert_module(self)
+
     def figures(self, split: str) -> dict[str, Figure]:
         """Pictures of the ``split`` ("val" or "test") epoch that just ended, by name.
 
