@@ -162,11 +162,13 @@ class Propagator:
             )
         if info.kind == "fixed":
             grid = torch.linspace(0.0, 1.0, self.steps + 1, dtype=x.dtype, device=x.device)
-            chosen = range(self.steps) if steps is None else steps
-            times = grid[chosen.start : chosen.stop + 1]
+            if steps is None:  # output at tau = 1 only: no copy of every intermediate state
+                return odeint(local, x, grid[[0, -1]], method=self.method,
+                              options={"grid_constructor": lambda f, y0, t: grid})[-1]
+            times = grid[steps.start : steps.stop + 1]
             path = odeint(local, x, times, method=self.method,
                           options={"grid_constructor": lambda f, y0, t: t})
-            return path[-1] if steps is None else path[1:]
+            return path[1:]
         if steps is not None:
             raise ValueError(f"{self.name}: only fixed-step methods run step by step")
         options = {"norm": _group_rms_norm(groups)} if groups > 1 else {}
