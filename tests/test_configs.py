@@ -4,11 +4,10 @@ process: these fits start no other process, and 23 interpreter starts would cost
 from pathlib import Path
 
 import pytest
-from clitools import missing_data
+from clitools import REPO, missing_data
 
 from pnode_zoo.data.images import FASHION_MNIST_SYSTEM_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(REPO.glob("configs/**/*.yaml"))
 SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
          "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",

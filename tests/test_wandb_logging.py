@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clitools import REPO
 from matplotlib.image import imread
 from wandb_offline import OfflineRun, read_run
 
@@ -25,7 +26,6 @@ from pnode_zoo.ode import MLPVectorField, PararealODEBlock, PararealStats
 from pnode_zoo.tasks import panels
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 
 EPOCHS = 2
 SHORT = [f"--trainer.max_epochs={EPOCHS}", "--trainer.limit_train_batches=3",

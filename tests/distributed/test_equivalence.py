@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from clitools import TIMEOUT
+from clitools import REPO, TIMEOUT
 from equivalence_worker import CASES  # tests/distributed is on sys.path (rootdir imports)
 
-REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("equivalence_worker.py")
 TOLERANCE = 1e-10
 

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import NARROW_DIGITS, PNODE, TIMEOUT, cli_env
+from clitools import NARROW_DIGITS, PNODE, REPO, TIMEOUT, cli_env
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "digits" / "node_parareal.yaml")
 FIT = ["fit", "--config", CONFIG, NARROW_DIGITS, "--trainer.accelerator=cpu",
        "--trainer.precision=64-true", "--trainer.max_epochs=1", "--trainer.limit_train_batches=4",
