@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no catalogue name matches; names: {', '.join(CONFIGS)}")
     for logger in ("pytorch_lightning", "lightning_fabric"):  # one line per name is enough
         logging.getLogger(logger).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for category in (DeprecationWarning, FutureWarning):  # libraries' notices, not the user's
+        warnings.filterwarnings("ignore", category=category)
     commit = git_commit()
     for name in names:
         regenerate(name, commit)

@@ -45,8 +45,8 @@ def table() -> str:
             rows.append(f"| `{name}` | `{CONFIGS[name]}` | not shipped: not trained yet "
                         f"(`python -m pnode_zoo.hub.regenerate {name}`) | | | |")
     rows += [f"| `{name}` | | not shipped: {reason} | | | |" for name, reason in LEFT_OUT.items()]
-    rows.append(f"\n{len(shipped)} of {len(CONFIGS)} names ship, {total / 1024:.0f} KB of weights "
-                "in all.")
+    rows.append(f"\n{len(shipped)} of {len(CONFIGS) + len(LEFT_OUT)} names ship, "
+                f"{total / 1024:.0f} KB of weights in all.")
     return "\n".join(rows)
 
 
