@@ -7,7 +7,7 @@ setup:
 lint:
 	$(PY) -m ruff check .
 test:
-	$(PY) -m ruff check . && $(PY) -m pytest -q
+	$(PY) -m ruff check . && $(PY) -m pytest -q -n auto --dist loadfile
 # Every benchmark table under docs/benchmarks/ (about 20 minutes on a quiet 2-core machine;
 # BENCH_ARGS is passed to the time-parallel scripts, e.g. BENCH_ARGS="--pairs 7").
 bench:

@@ -48,10 +48,10 @@ def bash_commands() -> list[str]:
     for block in blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
-            if not words:
-                continue
-            command = shlex.join(words)
-            commands += [part.strip() for part in command.split(" && ")]
+            while words:
+                end = words.index("&&") if "&&" in words else len(words)
+                commands.append(shlex.join(words[:end]))
+                words = words[end + 1:]
     return commands
 
 
@@ -85,6 +85,13 @@ def test_the_readme_has_commands_of_every_kind() -> None:
     for command in commands:
         assert not re.search(r"\.\.\.|<[a-z_]+>", command), (
             f"README command {command!r} has a placeholder: write one that runs")
+
+
+def test_ci_runs_the_readmes_test_commands_as_written() -> None:
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    for command in bash_commands():
+        if command.startswith(("ruff check", "python -m pytest")):
+            assert command in ci, f"README command {command!r} is not a line of .ci/run"
 
 
 @pytest.mark.slow
