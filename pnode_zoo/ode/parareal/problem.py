@@ -221,7 +221,9 @@ class Linearization:
         if wrt_params:
             fields = problem.fields
             self.params = list(selected[0].values()) if fields.per_slice else fields.parameters()
-        self.start = states.detach()
+        # A kept graph (forward phase) saves its input; the forward writes the states' buffer
+        # in place afterwards, so the input must not share that buffer's storage.
+        self.start = states.detach().clone() if phase == "forward" else states.detach()
         self.stepwise = (phase == "backward" and propagator.info.kind == "fixed"
                          and propagator.steps > 1)
         with torch.set_grad_enabled(not self.stepwise):
