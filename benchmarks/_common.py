@@ -193,6 +193,35 @@ def run_fresh(script: Path, payload: dict, timeout: float = 1800.0) -> dict:
     return parse_result(done.stdout)
 
 
+def fit_curve(
+    config: str, args: Sequence[str], threads: int, curve: Path, workdir: Path
+) -> list[dict]:
+    """One whole ``python -m pnode_zoo fit`` of ``config`` in a subprocess, without validation
+    or loggers, and its learning curve: one row per epoch from ``learning_curve.LearningCurve``
+    (the test metric after the epoch, the training seconds so far).
+
+    Args:
+        config: the config file, relative to the repository root.
+        args: further command-line arguments (seed, overrides, strategy).
+        threads: OMP_NUM_THREADS of the fit (per process).
+        curve: JSON-lines file the callback writes (replaced).
+        workdir: the fit's ``default_root_dir`` lies under it.
+    """
+    curve.unlink(missing_ok=True)
+    callback = json.dumps({"class_path": "benchmarks.learning_curve.LearningCurve",
+                           "init_args": {"path": str(curve)}})
+    command = [
+        sys.executable, "-m", "pnode_zoo", "fit", "--config", config, "--trainer.logger=false",
+        "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={workdir / 'runs'}", f"--trainer.callbacks+={callback}",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT),
+           "WANDB_MODE": "disabled"}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    return [json.loads(line) for line in curve.read_text().splitlines()]
+
+
 def timed(fn: Callable[[], object], number: int, threads: int = 1) -> float:
     """Seconds per call of ``fn``: ``torch.utils.benchmark.Timer`` over ``number`` calls (after
     its own 2 warm-up calls) with ``threads`` torch threads. The count is fixed, so ranks that

@@ -22,18 +22,14 @@ md,png}.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from _common import (
     OUT_DIR,
-    ROOT,
     environment,
+    fit_curve,
     fmt_spread,
     header,
     save_figure,
@@ -54,20 +50,8 @@ RUNS = {  # name: (config, threads per process, extra arguments)
 def fit(task: str, run: str, seed: int, workdir: Path) -> list[dict]:
     """One fit; its learning curve (one row per epoch)."""
     config, threads, extra = RUNS[run]
-    curve = workdir / f"{task}-{run}-{seed}.jsonl"
-    curve.unlink(missing_ok=True)
-    callback = json.dumps({"class_path": "benchmarks.learning_curve.LearningCurve",
-                           "init_args": {"path": str(curve)}})
-    args = [
-        sys.executable, "-m", "pnode_zoo", "fit", "--config", f"configs/{task}/{config}.yaml",
-        f"--seed_everything={seed}", "--trainer.logger=false", "--trainer.limit_val_batches=0",
-        f"--trainer.default_root_dir={workdir / 'runs'}", f"--trainer.callbacks+={callback}",
-        *extra,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT),
-           "WANDB_MODE": "disabled"}
-    subprocess.run(args, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    return [json.loads(line) for line in curve.read_text().splitlines()]
+    return fit_curve(f"configs/{task}/{config}.yaml", [f"--seed_everything={seed}", *extra],
+                     threads, workdir / f"{task}-{run}-{seed}.jsonl", workdir)
 
 
 def reached(curve: list[dict], target: float) -> float:

@@ -1,0 +1,139 @@
+"""Does the plain NODE need its fine steps? Final test metric against solver steps per interval.
+
+Run from the repository root:
+
+    python benchmarks/fine_steps.py [--tasks lynx ...] [--steps 1 2 4] [--reps 3]
+
+Parareal can only pay where the serial solve is long *because accuracy needs it*: if a NODE
+trained with one RK4 step per forecast interval forecasts as well as one trained with eight, a
+user runs the one-step model and there is no long solve to parallelise. For each task (a plain
+NODE config plus overrides, ``TASKS``), every number of RK4 steps per interval in ``--steps`` and
+every seed 0..reps-1, this trains the whole fit (``python -m pnode_zoo fit``, no validation,
+1 thread, two fits at a time on the two cores) and records the final test metric and the
+training seconds. Writes docs/benchmarks/fine_steps.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from _common import (
+    OUT_DIR,
+    environment,
+    fit_curve,
+    fmt_spread,
+    header,
+    save_figure,
+    spread,
+    write_results,
+)
+
+#: task -> (plain NODE config, overrides, what the variant is)
+TASKS: dict[str, tuple[str, list[str], str]] = {
+    "lotka_volterra_sparse": (
+        "configs/lotka_volterra/node.yaml",
+        ["--data.init_args.dt=0.5", "--data.init_args.horizon=8", "--trainer.max_epochs=40"],
+        "configs/lotka_volterra/node.yaml observed 0.5 apart (about 7 per 3.3-unit period), "
+        "forecasting 8 ahead (1.2 periods), 40 epochs",
+    ),
+    "lotka_volterra_sparser": (
+        "configs/lotka_volterra/node.yaml",
+        ["--data.init_args.dt=1.0", "--data.init_args.horizon=4", "--trainer.max_epochs=40"],
+        "configs/lotka_volterra/node.yaml observed 1.0 apart (about 3 per period), "
+        "forecasting 4 ahead (1.2 periods), 40 epochs",
+    ),
+    "lynx": ("configs/lynx/node.yaml", [],
+             "configs/lynx/node.yaml as shipped: the annual lynx series, 14 years ahead"),
+    "lotka_volterra": ("configs/lotka_volterra/node.yaml", [],
+                       "configs/lotka_volterra/node.yaml as shipped: observations 0.1 apart, "
+                       "20 ahead (0.6 periods); not in the default run (about 1 hour)"),
+}
+STEPS = (1, 2, 4, 8, 16)
+DEFAULT_TASKS = ("lotka_volterra_sparse", "lotka_volterra_sparser", "lynx")
+
+
+def run_fit(task: str, steps: int, seed: int, workdir: Path) -> dict:
+    """One fit: its final test metric and training seconds."""
+    config, overrides, _ = TASKS[task]
+    args = [f"--seed_everything={seed}", f"--model.init_args.arch_args.steps={steps}",
+            "--model.init_args.arch_args.method=rk4", *overrides]
+    curve = fit_curve(config, args, 1, workdir / f"{task}-{steps}-{seed}.jsonl", workdir)
+    return {"task": task, "steps": steps, "seed": seed, "metric_name": curve[-1]["metric_name"],
+            "metric": curve[-1]["metric"], "train_seconds": curve[-1]["train_seconds"]}
+
+
+def summarise(task: str, fits: list[dict]) -> dict:
+    """Per number of steps: the metric's and training time's median, min and max."""
+    rows = []
+    for steps in sorted({fit["steps"] for fit in fits}):
+        mine = [fit for fit in fits if fit["steps"] == steps]
+        rows.append({"steps": steps, "metric": spread([fit["metric"] for fit in mine]),
+                     "train_seconds": spread([fit["train_seconds"] for fit in mine])})
+    return {"task": task, "variant": TASKS[task][2], "metric_name": fits[0]["metric_name"],
+            "rows": rows, "fits": fits}
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# Fine steps: the plain NODE's final test metric against RK4 steps per interval",
+        "",
+        header(result["environment"]),
+        "",
+        f"Whole fits of the plain torchdiffeq NODE, seeds 0..{result['reps'] - 1}, 1 thread, "
+        "two fits at a time; the same data, split and epochs at every number of steps. "
+        "Median (min–max) over the seeds.",
+        "",
+    ]
+    for task in result["tasks"]:
+        lines += [f"## {task['task']}", "", f"{task['variant']}.", "",
+                  f"| RK4 steps per interval | final {task['metric_name']} | training seconds |",
+                  "|---|---|---|"]
+        lines += [f"| {row['steps']} | {fmt_spread(row['metric'], 5)} | "
+                  f"{fmt_spread(row['train_seconds'], 1)} |" for row in task["rows"]]
+        lines.append("")
+    lines += ["![final test metric against steps](fine_steps.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for fit in task["fits"]:
+            axis.plot(fit["steps"], fit["metric"], "o", color="C0", alpha=0.4)
+        axis.plot([row["steps"] for row in task["rows"]],
+                  [row["metric"]["median"] for row in task["rows"]], "-", color="C0",
+                  label="median over seeds")
+        axis.set(xscale="log", yscale="log", title=task["task"],
+                 xlabel="RK4 steps per forecast interval", ylabel=f"final {task['metric_name']}")
+    save_figure(fig, axes[0], path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(TASKS))
+    parser.add_argument("--steps", nargs="+", type=int, default=list(STEPS))
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    jobs = [(task, steps, seed) for task in args.tasks for seed in range(args.reps)
+            for steps in args.steps]
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
+        fits = list(pool.map(lambda job: run_fit(*job, Path(tmp)), jobs))
+    result = {"environment": environment("1 thread per fit, two fits at a time"),
+              "reps": args.reps,
+              "tasks": [summarise(task, [f for f in fits if f["task"] == task])
+                        for task in args.tasks]}
+    print(write_results("fine_steps", result, markdown(result)).read_text())
+    plot(result, OUT_DIR / "fine_steps.png")
+
+
+if __name__ == "__main__":
+    main()
