@@ -1,7 +1,7 @@
 # Developer commands; each is also written out in the README.
 PY ?= .venv/bin/python
 
-.PHONY: setup lint test bench time-to-accuracy
+.PHONY: setup lint test bench time-to-accuracy fine-steps
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
 lint:
@@ -19,3 +19,6 @@ bench:
 # Whole fits, plain NODE against parareal on 1 and 2 ranks, 3 seeds (about 1 hour; not in bench).
 time-to-accuracy:
 	$(PY) benchmarks/time_to_accuracy.py
+# The plain NODE's final test metric against RK4 steps per interval, 3 seeds (about 20 minutes).
+fine-steps:
+	$(PY) benchmarks/fine_steps.py
