@@ -72,7 +72,8 @@ class Task(pl.LightningModule):
         """Log the network's evaluations of f in the last forward (ODE models only)."""
         nfe = getattr(self.net, "nfe", None)
         if nfe is not None:
-            self.log(f"{split}/nfe", float(nfe), on_step=split == "train", on_epoch=True)
+            self.log(f"{split}/nfe", float(nfe), on_step=split == "train", on_epoch=True,
+                     sync_dist=True)
 
     def configure_model(self) -> None:
         # Lightning converts a model to a "-true" precision (e.g. 64-true) only after it has

@@ -69,7 +69,8 @@ class Classifier(Task):
         if split in self.confusion:
             self.confusion[split].update(logits.detach(), labels)
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+                 sync_dist=True)
         self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         self.log_nfe(split)
         return loss

@@ -73,7 +73,8 @@ class TrajectoryRegressor(Task):
         loss = nn.functional.mse_loss(forecast, target)
         on_step = split == "train"
         if on_step:
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                     sync_dist=True)
         for name in ("mse", "mae"):
             metric = self.metrics[f"{split}_{name}"]
             metric(forecast, target)

@@ -73,6 +73,7 @@ def test_lightning_launcher_matches_one_process(cli, tmp_path: Path, reference) 
     result = cli([*FIT, *TIME_PARALLEL])
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_matches(tmp_path, reference)
+    assert "sync_dist" not in result.stderr  # epoch-level values are reduced over the ranks
     (path,) = tmp_path.glob("logs/**/metrics.csv")
     header = path.read_text().splitlines()[0]
     for rank in (0, 1):  # RunMonitor, a default callback of the CLI
