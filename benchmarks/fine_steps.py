@@ -16,13 +16,17 @@ training seconds. Writes docs/benchmarks/fine_steps.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+import yaml
 from _common import (
     OUT_DIR,
+    ROOT,
     environment,
     fit_curve,
     fmt_spread,
@@ -56,6 +60,8 @@ TASKS: dict[str, tuple[str, list[str], str]] = {
                        "20 ahead (0.6 periods); not in the default run (about 1 hour)"),
 }
 STEPS = (1, 2, 4, 8, 16)
+#: coarse propagators of the parareal bound (one step per slice)
+COARSE = ("euler", "midpoint", "heun3", "rk4")
 DEFAULT_TASKS = ("lotka_volterra_sparse", "lotka_volterra_sparser", "lynx")
 
 
@@ -67,26 +73,96 @@ def run_fit(task: str, steps: int, seed: int, workdir: Path) -> dict:
         row = json.loads(line)
         if (row["task"], row["steps"], row["seed"]) == (task, steps, seed):
             return row
-    config, overrides, _ = TASKS[task]
-    args = [f"--seed_everything={seed}", f"--model.init_args.arch_args.steps={steps}",
-            "--model.init_args.arch_args.method=rk4", *overrides]
-    curve = fit_curve(config, args, 1, workdir / f"{task}-{steps}-{seed}.jsonl", workdir)
-    row = {"task": task, "steps": steps, "seed": seed, "metric_name": curve[-1]["metric_name"],
-           "metric": curve[-1]["metric"], "train_seconds": curve[-1]["train_seconds"]}
+    row = train(task, steps, seed, workdir)
     with done.open("a") as file:
         file.write(json.dumps(row) + "\n")
     return row
 
 
-def summarise(task: str, fits: list[dict]) -> dict:
-    """Per number of steps: the metric's and training time's median, min and max."""
+def train(task: str, steps: int, seed: int, workdir: Path) -> dict:
+    """Fit the task's plain NODE with ``steps`` RK4 steps per interval, in
+    ``workdir/TASK-STEPS-SEED`` (its checkpoints under ``runs/``)."""
+    config, overrides, _ = TASKS[task]
+    args = [f"--seed_everything={seed}", f"--model.init_args.arch_args.steps={steps}",
+            "--model.init_args.arch_args.method=rk4", *overrides]
+    root = workdir / f"{task}-{steps}-{seed}"
+    curve = fit_curve(config, args, 1, root / "curve.jsonl", root)
+    return {"task": task, "steps": steps, "seed": seed, "metric_name": curve[-1]["metric_name"],
+            "metric": curve[-1]["metric"], "train_seconds": curve[-1]["train_seconds"]}
+
+
+def needed_steps(rows: list[dict], accuracy: bool) -> int:
+    """The fewest steps whose median metric lies within the seed range of the best median."""
+    best = (max if accuracy else min)(rows, key=lambda row: row["metric"]["median"])
+    low, high = best["metric"]["min"], best["metric"]["max"]
+    return min(row["steps"] for row in rows if low <= row["metric"]["median"] <= high)
+
+
+def with_overrides(config: dict, overrides: list[str]) -> dict:
+    """``config`` (a parsed YAML) with ``--a.b.c=value`` overrides applied."""
+    config = copy.deepcopy(config)
+    for override in overrides:
+        keys, value = override.removeprefix("--").split("=", 1)
+        *parents, last = keys.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = yaml.safe_load(value)
+    return config
+
+
+def parareal_bound(task: str, steps: int, workdir: Path) -> list[dict]:
+    """What parareal could gain on the plain NODE trained with ``steps`` steps per interval.
+
+    The parareal twin (one slice per forecast interval, the same fine grid, one coarse step of
+    each method in ``COARSE``, tol 1e-3) runs on one training batch with the seed-0 fit's
+    trained weights (fitted again if ``workdir`` holds only its record); its counters give K and the
+    f-evaluations on the critical path with one rank per slice and free messages, against
+    those of the serial fine solve: an upper bound on its speed-up at any number of ranks.
+    """
+    from comm_model import load_config_block
+
+    config_path, overrides, _ = TASKS[task]
+    checkpoints = sorted(workdir.glob(f"{task}-{steps}-0/runs/**/last.ckpt"))
+    if not checkpoints:  # recorded by a run that kept no folder
+        train(task, steps, 0, workdir)
+        checkpoints = sorted(workdir.glob(f"{task}-{steps}-0/runs/**/last.ckpt"))
+    root = workdir / f"{task}-{steps}-0"
+    config = with_overrides(yaml.safe_load((ROOT / config_path).read_text()), overrides)
+    rows = []
+    for coarse in COARSE:
+        twin = copy.deepcopy(config)
+        arch_args = {key: value for key, value in twin["model"]["init_args"]["arch_args"].items()
+                     if key not in ("method", "steps", "rtol", "atol")}
+        arch_args["parareal"] = {"coarse": coarse, "coarse_steps": 1, "fine": "rk4",
+                                 "fine_steps": steps, "tol": 1e-3, "recompute": False}
+        twin["model"]["init_args"].update(arch=f"{twin['model']['init_args']['arch']}_parareal",
+                                          arch_args=arch_args)
+        path = root / f"parareal-{coarse}.yaml"
+        path.write_text(yaml.safe_dump(twin))
+        block, x0 = load_config_block(path, checkpoints[-1])
+        with torch.no_grad():
+            block(x0)
+        stats = block.stats
+        serial, parallel = stats.serial_fine_nfe(), stats.critical_path_nfe(block.num_slices)
+        rows.append({"coarse": coarse, "N": block.num_slices, "K": stats.forward_iters,
+                     "converged": stats.converged, "serial_nfe": serial,
+                     "critical_path_nfe": parallel, "bound": serial / parallel})
+    return rows
+
+
+def summarise(task: str, fits: list[dict], workdir: Path) -> dict:
+    """Per number of steps: the metric's and training time's median, min and max; the steps
+    accuracy needs, and parareal's bound there."""
     rows = []
     for steps in sorted({fit["steps"] for fit in fits}):
         mine = [fit for fit in fits if fit["steps"] == steps]
         rows.append({"steps": steps, "metric": spread([fit["metric"] for fit in mine]),
                      "train_seconds": spread([fit["train_seconds"] for fit in mine])})
+    needed = needed_steps(rows, accuracy="acc" in fits[0]["metric_name"])
     return {"task": task, "variant": TASKS[task][2], "metric_name": fits[0]["metric_name"],
-            "rows": rows, "fits": fits}
+            "rows": rows, "fits": fits, "needed_steps": needed,
+            "parareal_bound": parareal_bound(task, needed, workdir)}
 
 
 def markdown(result: dict) -> str:
@@ -106,6 +182,16 @@ def markdown(result: dict) -> str:
                   "|---|---|---|"]
         lines += [f"| {row['steps']} | {fmt_spread(row['metric'], 5)} | "
                   f"{fmt_spread(row['train_seconds'], 1)} |" for row in task["rows"]]
+        lines += ["", f"Accuracy needs {task['needed_steps']} step(s) per interval (the fewest "
+                  "whose median lies within the seed range of the best). The parareal twin on "
+                  "that fine grid, tol 1e-3, seed 0's trained weights, one training batch, with "
+                  "one rank per slice and free messages:", "",
+                  "| coarse (1 step per slice) | N | K | f-evaluations: serial, critical path "
+                  "| speed-up bound |", "|---|---|---|---|---|"]
+        lines += [f"| {row['coarse']} | {row['N']} | {row['K']}"
+                  f"{'' if row['converged'] else ' (cap)'} | {row['serial_nfe']:.0f}, "
+                  f"{row['critical_path_nfe']:.0f} | {row['bound']:.2f}x |"
+                  for row in task["parareal_bound"]]
         lines.append("")
     lines += ["![final test metric against steps](fine_steps.png)", ""]
     return "\n".join(lines)
@@ -145,10 +231,10 @@ def main() -> None:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         fits = list(pool.map(lambda job: run_fit(*job, workdir), jobs))
+        tasks = [summarise(task, [f for f in fits if f["task"] == task], workdir)
+                 for task in args.tasks]
     result = {"environment": environment("1 thread per fit, two fits at a time"),
-              "reps": args.reps,
-              "tasks": [summarise(task, [f for f in fits if f["task"] == task])
-                        for task in args.tasks]}
+              "reps": args.reps, "tasks": tasks}
     print(write_results("fine_steps", result, markdown(result)).read_text())
     plot(result, OUT_DIR / "fine_steps.png")
 
