@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _common  # noqa: E402
 import comm_model  # noqa: E402
+import fine_steps  # noqa: E402
 import time_parallel  # noqa: E402
 import time_to_accuracy  # noqa: E402
 
@@ -138,6 +139,43 @@ def test_time_to_accuracy_targets_and_speedups():
     # an error metric is reached from above
     mse = _curve("test/mse", [(1, 0.3), (2, 0.1), (3, 0.2)])
     assert time_to_accuracy.reached(mse, 0.15) == 2
+
+
+def test_fine_steps_needed_steps_and_overrides():
+    def row(steps, median, low, high):
+        return {"steps": steps, "metric": {"median": median, "min": low, "max": high}}
+
+    # the best median is at 8 steps; 2 steps' median lies within its seed range, 1 step's not
+    rows = [row(1, 0.9, 0.8, 1.0), row(2, 0.52, 0.5, 0.6), row(8, 0.5, 0.45, 0.55)]
+    assert fine_steps.needed_steps(rows, accuracy=False) == 2
+    assert fine_steps.needed_steps(rows, accuracy=True) == 1  # higher is better: 1 is best
+    config = {"data": {"init_args": {"dt": 0.1}}, "trainer": {"max_epochs": 100}}
+    changed = fine_steps.with_overrides(config, ["--data.init_args.dt=0.5",
+                                                 "--trainer.max_epochs=40"])
+    assert changed == {"data": {"init_args": {"dt": 0.5}}, "trainer": {"max_epochs": 40}}
+    assert config["data"]["init_args"]["dt"] == 0.1  # the original is left alone
+
+
+@pytest.mark.slow
+def test_fine_steps_script_bounds_and_resumes(tmp_path):
+    args = ["--tasks", "lotka_volterra_sparser", "--steps", "1", "--reps", "1",
+            "--workdir", str(tmp_path / "work")]
+    done = _run_script("fine_steps.py", args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (task,) = json.loads((tmp_path / "fine_steps.json").read_text())["tasks"]
+    assert task["needed_steps"] == 1
+    bounds = {row["coarse"]: row for row in task["parareal_bound"]}
+    # 4 intervals of one RK4 step: 16 evaluations serially; a coarse step equal to the fine
+    # one makes parareal exact after one iteration
+    assert {row["serial_nfe"] for row in bounds.values()} == {16}
+    assert bounds["rk4"]["K"] == 1
+    assert all(1 <= row["K"] <= row["N"] == 4 for row in bounds.values())
+    # a rerun finds the fit recorded and trains nothing again
+    first = (tmp_path / "work" / "fits.jsonl").read_text()
+    again = _run_script("fine_steps.py", args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "work" / "fits.jsonl").read_text() == first
+    assert "run directory" not in again.stderr
 
 
 @pytest.mark.slow
