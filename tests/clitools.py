@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from pnode_zoo.data.images import FASHION_MNIST_SYSTEM_DIR
+
 REPO = Path(__file__).resolve().parents[1]
+#: why a test that needs the Fashion-MNIST files cannot run (``missing_data`` takes it)
+FASHION_MNIST_ABSENT = (f"Fashion-MNIST files absent ({FASHION_MNIST_SYSTEM_DIR}: Debian package "
+                        "dataset-fashion-mnist)")
 TIMEOUT = 1200  # seconds; a loaded 2-core machine can take minutes for one training run
 PNODE = [sys.executable, "-m", "pnode_zoo"]
 # configs/digits/node_parareal.yaml's block at width 8 instead of 32: the same code paths in

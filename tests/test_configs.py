@@ -4,7 +4,7 @@ process: these fits start no other process, and 23 interpreter starts would cost
 from pathlib import Path
 
 import pytest
-from clitools import REPO, missing_data
+from clitools import FASHION_MNIST_ABSENT, REPO, missing_data
 
 from pnode_zoo.data.images import FASHION_MNIST_SYSTEM_DIR
 
@@ -17,7 +17,7 @@ SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
 def needs_missing_files(config: Path) -> str | None:
     """Why a configuration cannot run here, or None."""
     if "FashionMNIST" in config.read_text() and not FASHION_MNIST_SYSTEM_DIR.is_dir():
-        return f"Fashion-MNIST files absent ({FASHION_MNIST_SYSTEM_DIR})"
+        return FASHION_MNIST_ABSENT
     return None
 
 

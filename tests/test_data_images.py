@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clitools import FASHION_MNIST_ABSENT
 
 from pnode_zoo.data import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 from pnode_zoo.data.images import FASHION_MNIST_SYSTEM_DIR, channel_statistics, read_idx
 
 needs_fashion_mnist = pytest.mark.skipif(
     not FASHION_MNIST_SYSTEM_DIR.is_dir(),
-    reason=f"Fashion-MNIST files absent ({FASHION_MNIST_SYSTEM_DIR}: Debian package "
-    "dataset-fashion-mnist)",
+    reason=FASHION_MNIST_ABSENT,
 )
 
 
