@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from clitools import REPO, missing_data, run_cli
+from clitools import FASHION_MNIST_ABSENT, REPO, missing_data, run_cli
 
 import pnode_zoo
 from pnode_zoo.data import DigitsDataModule
@@ -20,7 +20,7 @@ from pnode_zoo.data.images import FASHION_MNIST_SYSTEM_DIR
 from pnode_zoo.hub import ModelCard, create_transform, load_pretrained, store
 from pnode_zoo.hub.card import CARD_FILE, WEIGHTS_FILE, file_sha256
 from pnode_zoo.hub.catalogue import CONFIGS, DATASETS
-from pnode_zoo.hub.export import evaluate, export_checkpoint
+from pnode_zoo.hub.export import evaluate, export_checkpoint, reproduces
 from pnode_zoo.hub.table import README, section, table
 from pnode_zoo.tasks import Classifier, TrajectoryRegressor
 
@@ -242,12 +242,25 @@ def test_a_shipped_card_matches_its_config_and_its_weights(name: str) -> None:
     assert sum(p.numel() for p in model.parameters()) == card.num_parameters
 
 
+def test_pretrained_eval_tolerates_last_digit_float_differences_but_not_a_changed_count():
+    mse = dataclasses.replace(store.pretrained_card("trajectory_node.lotka_volterra"),
+                              metric="test/mse", metric_value=0.0013425318757)
+    assert reproduces(mse, 0.0013425329234)  # the same weights on an AMD and an Intel CPU
+    assert not reproduces(mse, 0.0013426)
+    acc = dataclasses.replace(mse, metric="test/acc", metric_value=0.9)
+    assert reproduces(acc, 0.9) and not reproduces(acc, 0.9 + 1e-9)
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_shipped_model_reproduces_its_cards_metric(name: str) -> None:
     model, card = load_pretrained(name)
     if card.dataset == "fashion_mnist" and not FASHION_MNIST_SYSTEM_DIR.is_dir():
-        missing_data(f"Fashion-MNIST files absent ({FASHION_MNIST_SYSTEM_DIR})")
-    assert evaluate(card, model) == card.metric_value
+        missing_data(FASHION_MNIST_ABSENT)
+    value = evaluate(card, model)
+    if card.metric == "test/acc":  # a count of correct samples
+        assert value == card.metric_value
+    else:  # float32 kernels differ in the last digits between CPU types
+        assert value == pytest.approx(card.metric_value, rel=1e-5, abs=0)
 
 
 def test_the_readme_table_is_generated_from_the_cards() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -69,12 +70,30 @@ def evaluate(card: ModelCard, net: nn.Module) -> float:
                          enable_progress_bar=False, enable_model_summary=False,
                          deterministic=True)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # sums in one order, whatever the machine: the same value bit for bit
+    torch.set_num_threads(1)  # sums in one order whatever the thread count (see METRIC_RTOL)
     try:
         results = trainer.test(build_task(card, net), datamodule=build_data(card), verbose=False)
     finally:
         torch.set_num_threads(threads)
     return float(results[0][card.metric])
+
+
+#: how far a measured error metric (e.g. MSE) may lie from its card's, relative: float32 kernels
+#: differ in the last digits between CPU types (bit for bit on the same one); accuracy is a count
+#: of correct samples and must match exactly
+METRIC_RTOL = 1e-5
+
+
+def reproduces(card: ModelCard, value: float) -> bool:
+    """Whether a measured test metric reproduces the card's (see ``METRIC_RTOL``).
+
+    Args:
+        card: the model's card.
+        value: the metric measured again (``evaluate``).
+    """
+    if card.metric.endswith("acc"):
+        return value == card.metric_value
+    return math.isclose(value, card.metric_value, rel_tol=METRIC_RTOL, abs_tol=0.0)
 
 
 def git_commit() -> str:
