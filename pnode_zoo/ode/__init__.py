@@ -4,6 +4,7 @@
 same solve as an ``nn.Module``; ``PararealOptions`` declares every option of both.
 """
 
+from pnode_zoo.ode.irregular import IrregularTimeField
 from pnode_zoo.ode.odeint_block import ODEBlock
 from pnode_zoo.ode.odeint_parareal import odeint_parareal
 from pnode_zoo.ode.options import BACKWARD_MODES, PararealOptions
@@ -15,6 +16,7 @@ __all__ = [
     "BACKWARD_MODES",
     "ConcatConv",
     "ConvVectorField",
+    "IrregularTimeField",
     "MLPVectorField",
     "ODEBlock",
     "PararealODEBlock",
