@@ -7,6 +7,11 @@ next ``horizon`` observations (target [horizon, D]), so every target lies on the
 ``horizon`` slices over [0, horizon * dt] ending each slice on an observation reproduces
 exactly these points.
 
+An irregularly sampled series (``gaps``: the time from each observation to the next) gives
+every window its own times instead: a sample is then (history, gaps [history - 1 + horizon],
+target), the gaps between the window's consecutive observations, and ``times`` is only the
+nominal grid that fixes the number of forecast intervals.
+
 Splits are ranges of time, in order: the last ``test_windows * horizon`` observations are the
 test range, the ``val_windows * horizon`` before them the validation range, everything earlier
 the training range. Training windows lie wholly in the training range (stride 1); validation
@@ -45,6 +50,7 @@ class TrajectoryDataModule(TensorDataModule):
     """
 
     series: np.ndarray  # [T, D], raw units
+    gaps: np.ndarray | None = None  # [T - 1], time from each observation to the next; None: dt
 
     def __init__(
         self,
@@ -68,9 +74,15 @@ class TrajectoryDataModule(TensorDataModule):
         self.val_windows, self.test_windows = val_windows, test_windows
         self.times = tuple(round(k * dt, 12) for k in range(horizon + 1))
 
-    def set_series(self, series: np.ndarray) -> None:
-        """Set the observed series [T, D] and ``input_shape``; check a training window fits."""
-        self.series = series
+    @property
+    def irregular(self) -> bool:
+        """Whether the observations are irregularly spaced: samples then carry their gaps."""
+        return self.gaps is not None
+
+    def set_series(self, series: np.ndarray, gaps: np.ndarray | None = None) -> None:
+        """Set the observed series [T, D] (taken ``gaps`` [T - 1] apart, None: every ``dt``)
+        and ``input_shape``; check a training window fits."""
+        self.series, self.gaps = series, gaps
         self.input_shape = (self.history, series.shape[1])
         if self.ranges()["train"].stop < self.history + self.horizon:
             raise ValueError(
@@ -105,10 +117,15 @@ class TrajectoryDataModule(TensorDataModule):
         return {split: self.windows(series, origins) for split, origins in self.indices.items()}
 
     def windows(self, series: torch.Tensor, origins: np.ndarray) -> TensorDataset:
-        """(history [n, history, D], target [n, horizon, D]) of the windows at ``origins``."""
+        """(history [n, history, D], target [n, horizon, D]) of the windows at ``origins``;
+        irregular series add their gaps [n, history - 1 + horizon] between the two."""
         past = torch.as_tensor(origins)[:, None] + torch.arange(1 - self.history, 1)
         future = torch.as_tensor(origins)[:, None] + torch.arange(1, self.horizon + 1)
-        return TensorDataset(series[past], series[future])
+        if self.gaps is None:
+            return TensorDataset(series[past], series[future])
+        gaps = torch.as_tensor(self.gaps, dtype=torch.float32)
+        between = torch.as_tensor(origins)[:, None] + torch.arange(1 - self.history, self.horizon)
+        return TensorDataset(series[past], gaps[between], series[future])
 
 
 def lotka_volterra(state: np.ndarray, alpha: float, beta: float, gamma: float,
@@ -128,11 +145,14 @@ class LotkaVolterraDataModule(TrajectoryDataModule):
     The clean trajectory (``self.clean``, DOP853 at rtol 1e-10) is observed every ``dt`` with
     Gaussian noise of ``noise`` times each component's standard deviation (seeded by
     ``seed``); the parameters default to the classic alpha=1.5, beta=1, gamma=3, delta=1,
-    whose orbit through (1, 1) has a period of about 3.3 time units.
+    whose orbit through (1, 1) has a period of about 3.3 time units. With ``gap_spread`` > 0
+    the observations are irregular: each gap is ``dt`` times a uniform draw from
+    [1 - gap_spread, 1 + gap_spread] (seeded by ``seed``).
 
     Args:
         num_points: observations in the series.
         noise: observation noise, relative to each component's standard deviation.
+        gap_spread: relative spread of the gaps between observations, in [0, 1) (0: regular).
         initial_state: (prey, predator) at time 0.
         params: (alpha, beta, gamma, delta).
         history: observations given as input (the last one is the forecast origin).
@@ -149,6 +169,7 @@ class LotkaVolterraDataModule(TrajectoryDataModule):
         self,
         num_points: int = 400,
         noise: float = 0.02,
+        gap_spread: float = 0.0,
         initial_state: Sequence[float] = (1.0, 1.0),
         params: Sequence[float] = (1.5, 1.0, 3.0, 1.0),
         history: int = 1,
@@ -165,8 +186,16 @@ class LotkaVolterraDataModule(TrajectoryDataModule):
         if noise < 0 or len(initial_state) != 2 or len(params) != 4:
             raise ValueError("data.noise must be >= 0, data.initial_state two numbers and "
                              f"data.params four, got {noise}, {initial_state}, {params}")
+        if not 0 <= gap_spread < 1:
+            raise ValueError(f"data.gap_spread must be in [0, 1), got {gap_spread}")
         self.noise, self.params = noise, tuple(params)
-        self.observation_times = np.arange(num_points) * dt
+        gaps = None
+        if gap_spread:  # a generator of its own: the regular series stay as they were
+            spread = np.random.default_rng([seed, 1]).uniform(-gap_spread, gap_spread,
+                                                              num_points - 1)
+            gaps = dt * (1 + spread)
+        self.observation_times = (np.arange(num_points) * dt if gaps is None
+                                  else np.concatenate([[0.0], np.cumsum(gaps)]))
         solution = solve_ivp(
             lambda t, x: lotka_volterra(x, *self.params), (0.0, self.observation_times[-1]),
             np.asarray(initial_state, dtype=float), method="DOP853",
@@ -175,7 +204,7 @@ class LotkaVolterraDataModule(TrajectoryDataModule):
         self.clean = solution.y.T
         noise_scale = noise * self.clean.std(axis=0)
         rng = np.random.default_rng(seed)
-        self.set_series(self.clean + noise_scale * rng.standard_normal(self.clean.shape))
+        self.set_series(self.clean + noise_scale * rng.standard_normal(self.clean.shape), gaps)
 
 
 class ForecastDataModule(TrajectoryDataModule):
