@@ -47,7 +47,7 @@ from pnode_zoo.tasks.predictions import PredictionWriter
 
 RUN_ROOT = "runs"
 DEFAULT_DATA = "pnode_zoo.data.DigitsDataModule"
-LINKED = ("num_classes", "input_shape", "times")  # model options the data module sets
+LINKED = ("num_classes", "input_shape", "times", "irregular")  # model options the data sets
 RUN_DIR_VARIABLE = "PNODE_ZOO_RUN_DIR"  # rank 0's run directory, for the ranks it launches
 BASE_CLASSES = {"Task", "TensorDataModule", "ImageDataModule", "TrajectoryDataModule"}  # abstract
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, MisconfigurationException)

@@ -4,6 +4,10 @@ A trajectory model maps a history [batch, K, D] of K observations of a D-dimensi
 (the last one taken at time ``times[0]``) to predictions [batch, W, D] at ``times[1:]``. The
 times are equally spaced, so they are the slice boundaries of a parareal block (or the output
 times of a torchdiffeq block) and the block's trajectory output is the forecast itself.
+
+An ``irregular`` model forecasts irregularly sampled series: it also takes each window's gaps
+between observations and solves in the observation index (``IrregularTimeField``), whose
+integer points are every sample's own observation times.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from torch import nn
 
 from pnode_zoo.models.common import parareal_options
 from pnode_zoo.models.registry import register_model
-from pnode_zoo.ode import MLPVectorField, ODEBlock, PararealODEBlock, PararealOptions
+from pnode_zoo.ode import (
+    IrregularTimeField,
+    MLPVectorField,
+    ODEBlock,
+    PararealODEBlock,
+    PararealOptions,
+)
 
 
 class TrajectoryNODE(nn.Module):
@@ -26,7 +36,9 @@ class TrajectoryNODE(nn.Module):
     augmented by ``augment`` dimensions (Dupont et al. 2019) whose initial value is a linear
     function of the whole history, so that a partially observed system (e.g. a 1-d series)
     can still start from an unambiguous state. The block returns the state at every forecast
-    time; its first ``state_dim`` components after the origin are the forecast.
+    time; its first ``state_dim`` components after the origin are the forecast. An irregular
+    model's block solves in the observation index over an ``IrregularTimeField``: the window's
+    forecast gaps follow the state, and the encoder also sees the history's gaps.
 
     Args:
         block: an ODE block with ``return_trajectory`` on.
@@ -34,27 +46,43 @@ class TrajectoryNODE(nn.Module):
         history: K, observations per input.
         augment: unobserved extra state dimensions.
         stride: the block's outputs per forecast interval (every ``stride``-th is a forecast).
+        irregular: inputs come with their gaps (``forward(history, gaps)``).
     """
 
     def __init__(
-        self, block: nn.Module, state_dim: int, history: int, augment: int = 0, stride: int = 1
+        self, block: nn.Module, state_dim: int, history: int, augment: int = 0, stride: int = 1,
+        irregular: bool = False,
     ) -> None:
         super().__init__()
         if augment < 0:
             raise ValueError(f"augment must be >= 0, got {augment}")
         self.block = block
-        self.state_dim, self.stride = state_dim, stride
-        self.encoder = nn.Linear(history * state_dim, augment) if augment else None
+        self.state_dim, self.history, self.stride = state_dim, history, stride
+        self.irregular = irregular
+        inputs = history * state_dim + (history - 1 if irregular else 0)
+        self.encoder = nn.Linear(inputs, augment) if augment else None
 
     @property
     def nfe(self) -> int:
         """Evaluations of the vector field in the last forward call."""
         return self.block.nfe
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
+    def forward(self, history: torch.Tensor, gaps: torch.Tensor | None = None) -> torch.Tensor:
+        """Forecast [batch, W, D] from history [batch, K, D] (and, for an irregular model,
+        the window's gaps [batch, K - 1 + W] between consecutive observations)."""
+        if (gaps is not None) != self.irregular:
+            raise ValueError(
+                "an irregular trajectory model needs the windows' gaps and a regular one takes "
+                "none: give irregularly sampled data to a model built with irregular=True"
+            )
         state = history[:, -1]
         if self.encoder is not None:
-            state = torch.cat([state, self.encoder(history.flatten(1))], dim=-1)
+            inputs = history.flatten(1)
+            if gaps is not None:
+                inputs = torch.cat([inputs, gaps[:, : self.history - 1]], dim=-1)
+            state = torch.cat([state, self.encoder(inputs)], dim=-1)
+        if gaps is not None:
+            state = torch.cat([state, gaps[:, self.history - 1 :]], dim=-1)
         path = self.block(state)[:: self.stride]
         return path[1:, :, : self.state_dim].transpose(0, 1).contiguous()
 
@@ -85,6 +113,7 @@ def trajectory_node(
     steps: int = 1,
     rtol: float = 1e-5,
     atol: float = 1e-6,
+    irregular: bool = False,
 ) -> TrajectoryNODE:
     """Neural ODE forecaster: the observed state (+ augmentation) integrated by torchdiffeq.
 
@@ -99,14 +128,25 @@ def trajectory_node(
         steps: fixed-grid steps per interval between observation times.
         rtol: relative tolerance (adaptive methods).
         atol: absolute tolerance (adaptive methods).
+        irregular: forecast irregularly sampled series (set from the data module); ``steps``
+            are then per interval between two observations, whatever its length.
     """
     history, state_dim = input_shape
+    field, t0, t1, intervals = _field(state_dim + augment, hidden, layers, times, irregular)
+    block = ODEBlock(field, t0, t1, method, steps * intervals, rtol, atol,
+                     return_trajectory=True, num_intervals=intervals)
+    return TrajectoryNODE(block, state_dim, history, augment, irregular=irregular)
+
+
+def _field(dim: int, hidden: int, layers: int, times: Sequence[float],
+           irregular: bool) -> tuple[nn.Module, float, float, int]:
+    """The MLP field and the interval the block solves over: the forecast times, or for an
+    irregular model the observation index 0 .. intervals."""
     t0, t1, intervals = forecast_interval(times)
-    block = ODEBlock(
-        MLPVectorField(state_dim + augment, hidden, layers), t0, t1, method,
-        steps * intervals, rtol, atol, return_trajectory=True, num_intervals=intervals,
-    )
-    return TrajectoryNODE(block, state_dim, history, augment)
+    field = MLPVectorField(dim, hidden, layers)
+    if irregular:
+        return IrregularTimeField(field, dim), 0.0, float(intervals), intervals
+    return field, t0, t1, intervals
 
 
 @register_model
@@ -117,6 +157,7 @@ def trajectory_node_parareal(
     hidden: int = 64,
     layers: int = 2,
     parareal: PararealOptions | Mapping[str, Any] | None = None,
+    irregular: bool = False,
 ) -> TrajectoryNODE:
     """Neural ODE forecaster with a parareal block whose slice boundaries include every
     forecast time, so the block's trajectory output holds the forecast.
@@ -132,9 +173,11 @@ def trajectory_node_parareal(
             the zoo's defaults ``ZOO_PARAREAL`` (one RK4 step per slice, one Euler coarse step,
             tol 1e-3, the exact ``unrolled`` gradient); ``num_slices`` must be a multiple of
             the forecast intervals (None: one slice per interval).
+        irregular: forecast irregularly sampled series (set from the data module); slices and
+            steps are then per interval between two observations, whatever its length.
     """
     history, state_dim = input_shape
-    t0, t1, intervals = forecast_interval(times)
+    field, t0, t1, intervals = _field(state_dim + augment, hidden, layers, times, irregular)
     given = parareal.as_dict() if isinstance(parareal, PararealOptions) else dict(parareal or {})
     options = parareal_options({"num_slices": intervals, **given})
     if options.num_slices % intervals:
@@ -142,8 +185,6 @@ def trajectory_node_parareal(
             f"parareal.num_slices={options.num_slices} must be a multiple of the {intervals} "
             "forecast intervals"
         )
-    block = PararealODEBlock(
-        MLPVectorField(state_dim + augment, hidden, layers), t0, t1, options,
-        return_trajectory=True,
-    )
-    return TrajectoryNODE(block, state_dim, history, augment, options.num_slices // intervals)
+    block = PararealODEBlock(field, t0, t1, options, return_trajectory=True)
+    return TrajectoryNODE(block, state_dim, history, augment, options.num_slices // intervals,
+                          irregular)

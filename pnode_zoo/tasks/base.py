@@ -65,8 +65,8 @@ class Task(pl.LightningModule):
         """Trainable parameters of the network."""
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)
 
     def log_nfe(self, split: str) -> None:
         """Log the network's evaluations of f in the last forward (ODE models only)."""

@@ -15,14 +15,16 @@ from pnode_zoo.tasks.base import Task
 from pnode_zoo.tasks.checkpoints import best_and_last
 from pnode_zoo.tasks.panels import FORECAST
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]  # (history, target), or (history, gaps, target) if irregular
 
 
 class TrajectoryRegressor(Task):
     """Train a registered trajectory model (e.g. ``trajectory_node``) to forecast a series.
 
     A batch is (history [B, K, D], target [B, W, D]); the model forecasts the target at
-    ``times[1:]`` from the history ending at ``times[0]``. Metrics are on the data module's
+    ``times[1:]`` from the history ending at ``times[0]``. Irregularly sampled data add each
+    window's gaps between observations, (history, gaps [B, K - 1 + W], target), and its times
+    replace ``times`` in the pictures and predictions. Metrics are on the data module's
     standardised scale. Its pictures (``figures``) draw forecasts against the data of the first
     validation or test batch. The best checkpoint is chosen by the lowest validation MSE
     (``checkpoint_metric``).
@@ -35,6 +37,7 @@ class TrajectoryRegressor(Task):
             card's options (a new head where the number of classes differs).
         input_shape: (history length K, state dimension D) (linked from the data module).
         times: forecast times, the origin first (linked from the data module).
+        irregular: the data are irregularly sampled (linked from the data module).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         warmup_epochs: epochs of linear learning-rate warm-up before the cosine decay.
@@ -50,6 +53,7 @@ class TrajectoryRegressor(Task):
         pretrained: str | None = None,
         input_shape: Sequence[int] = (1, 2),
         times: Sequence[float] = (0.0, 1.0),
+        irregular: bool = False,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         warmup_epochs: int = 0,
@@ -57,19 +61,19 @@ class TrajectoryRegressor(Task):
     ) -> None:
         self.check_optimiser_options(lr, weight_decay, warmup_epochs)
         super().__init__(arch, arch_args, pretrained, input_shape=tuple(input_shape),
-                         times=tuple(times))
+                         times=tuple(times), irregular=irregular)
         self.save_hyperparameters()
         self.metrics = nn.ModuleDict(
             {f"{split}_{name}": metric()
              for split in ("train", "val", "test")
              for name, metric in (("mse", MeanSquaredError), ("mae", MeanAbsoluteError))}
         )
-        # per split: history, target and forecast of the windows drawn by ``figures``
+        # per split: the batch's tensors and the forecast of the windows drawn by ``figures``
         self.plotted: dict[str, list[torch.Tensor]] = {}
 
     def _step(self, batch: Batch, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        history, target = batch
-        forecast = self(history)
+        *inputs, target = batch
+        forecast = self(*inputs)
         loss = nn.functional.mse_loss(forecast, target)
         on_step = split == "train"
         if on_step:
@@ -98,8 +102,26 @@ class TrajectoryRegressor(Task):
         self._evaluate(batch, batch_idx, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        history, target = batch
-        return {"target": target, "forecast": self(history)}
+        *inputs, target = batch
+        return {"target": target, "forecast": self(*inputs),
+                "times": self.window_times(*batch)[1][:, 1:]}
+
+    def window_times(self, history: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Times from the forecast origin of each window's history [B, K] and of the origin and
+        forecast [B, W + 1]: ``times`` for every window, or the window's own if irregular.
+
+        Args:
+            history: [B, K, D].
+            *rest: (target) or (gaps, target), the rest of a batch.
+        """
+        if len(rest) < 2:
+            times = torch.as_tensor(self.hparams.times)
+            past = torch.arange(1 - history.shape[1], 1) * float(times[1] - times[0]) + times[0]
+            return past.expand(len(history), -1), times.expand(len(history), -1)
+        gaps = rest[0].double().cpu()
+        elapsed = torch.cat([torch.zeros(len(gaps), 1, dtype=gaps.dtype), gaps.cumsum(1)], 1)
+        elapsed = elapsed - elapsed[:, history.shape[1] - 1 : history.shape[1]]
+        return elapsed[:, : history.shape[1]], elapsed[:, history.shape[1] - 1 :]
 
     def prediction_rows(self, outputs: list[dict[str, torch.Tensor]],
                         datamodule: Any) -> list[dict[str, Any]]:
@@ -109,9 +131,10 @@ class TrajectoryRegressor(Task):
         scale)."""
         target = torch.cat([o["target"] for o in outputs])
         forecast = torch.cat([o["forecast"] for o in outputs])
-        times = self.hparams.times
+        times = torch.cat([o["times"] for o in outputs])
         return [
-            {"sample": sample, "step": step + 1, "time": times[step + 1], "component": component,
+            {"sample": sample, "step": step + 1, "time": round(float(times[sample, step]), 9),
+             "component": component,
              "target": round(float(target[sample, step, component]), 6),
              "forecast": round(float(forecast[sample, step, component]), 6)}
             for sample in range(target.shape[0])
@@ -120,11 +143,19 @@ class TrajectoryRegressor(Task):
         ]
 
     def setup(self, stage: str) -> None:
-        data_times = getattr(self.trainer.datamodule, "times", None)
+        data = self.trainer.datamodule
+        data_times = getattr(data, "times", None)
         if data_times is not None and tuple(data_times) != tuple(self.hparams.times):
             raise ValueError(
                 f"model.times {tuple(self.hparams.times)} differ from the data module's times "
                 f"{tuple(data_times)}; the CLI links data.times to model.init_args.times"
+            )
+        irregular = getattr(data, "irregular", None)
+        if irregular is not None and irregular != self.hparams.irregular:
+            raise ValueError(
+                f"model.irregular={self.hparams.irregular} but the data module's series is "
+                f"{'ir' if irregular else ''}regular; the CLI links data.irregular to "
+                "model.init_args.irregular"
             )
 
     def figures(self, split: str) -> dict[str, Figure]:
@@ -132,20 +163,24 @@ class TrajectoryRegressor(Task):
         plotted = self.plotted.get(split)
         return {FORECAST: self.forecast_figure(*plotted)} if plotted else {}
 
-    def forecast_figure(
-        self, history: torch.Tensor, target: torch.Tensor, forecast: torch.Tensor
-    ) -> Figure:
+    def forecast_figure(self, history: torch.Tensor, *rest: torch.Tensor) -> Figure:
         """One panel per window: history (squares), observed future (dots) and forecast (line)
-        of every component."""
-        times = torch.as_tensor(self.hparams.times)
-        dt = float(times[1] - times[0])
-        past = torch.arange(1 - history.shape[1], 1) * dt + times[0]
+        of every component.
+
+        Args:
+            history: [B, K, D].
+            *rest: (target, forecast), or (gaps, target, forecast) for irregular data.
+        """
+        *batch_rest, forecast = rest
+        target = batch_rest[-1]
+        past, future = self.window_times(history, *batch_rest)
         figure = Figure(figsize=(4 * len(history), 3), layout="constrained")
         axes = figure.subplots(1, len(history), squeeze=False)[0]
         for k, axis in enumerate(axes):
+            times = future[k]
             for d in range(history.shape[-1]):
                 color = f"C{d}"
-                axis.plot(past, history[k, :, d], "s-", color=color, alpha=0.4, markersize=3)
+                axis.plot(past[k], history[k, :, d], "s-", color=color, alpha=0.4, markersize=3)
                 axis.plot(times[1:], target[k, :, d], "o", color=color, markersize=3)
                 axis.plot(times[1:], forecast[k, :, d], "-", color=color, label=f"x{d}")
             axis.axvline(float(times[0]), color="grey", linewidth=0.5)
