@@ -417,6 +417,7 @@ def load_config_block(
 
     import pnode_zoo.data as data_modules
     import pnode_zoo.tasks as tasks
+    from pnode_zoo.lightning_cli import LINKED
 
     config = yaml.safe_load(path.read_text())
     if "seed_everything" in config:
@@ -431,7 +432,7 @@ def load_config_block(
     datamodule.setup("fit")
     init = dict(model_spec.get("init_args", {}))
     accepted = set(__import__("inspect").signature(task_cls).parameters)
-    for link in ("num_classes", "input_shape", "times"):  # what the CLI links from the data
+    for link in LINKED:  # what the CLI links from the data
         if link in accepted and hasattr(datamodule, link):
             init[link] = getattr(datamodule, link)
     task = task_cls(**init)
@@ -448,7 +449,7 @@ def load_config_block(
     hook = blocks[0].register_forward_pre_hook(lambda m, a: captured.setdefault("x0", a[0]))
     batch = next(iter(datamodule.train_dataloader()))
     with torch.no_grad():
-        task(batch[0])
+        task(*batch[:-1])
     hook.remove()
     return blocks[0], captured["x0"].detach()
 

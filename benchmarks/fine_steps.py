@@ -10,7 +10,8 @@ user runs the one-step model and there is no long solve to parallelise. For each
 NODE config plus overrides, ``TASKS``), every number of RK4 steps per interval in ``--steps`` and
 every seed 0..reps-1, this trains the whole fit (``python -m pnode_zoo fit``, no validation,
 1 thread, two fits at a time on the two cores) and records the final test metric and the
-training seconds. Writes docs/benchmarks/fine_steps.{json,md,png}.
+training seconds. Writes docs/benchmarks/fine_steps.{json,md,png}; the tasks of the last run
+that ``--tasks`` leaves out keep their results (each says when and where it was measured).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ TASKS: dict[str, tuple[str, list[str], str]] = {
     "gunpoint": ("configs/gunpoint/node.yaml", [],
                  "configs/gunpoint/node.yaml as shipped: a 1-d convolutional ODE-net classifier, "
                  "steps over its whole depth interval; not in the default run (about 2 hours)"),
+    "lotka_volterra_irregular": (
+        "configs/lotka_volterra_irregular/node.yaml", [],
+        "configs/lotka_volterra_irregular/node.yaml as shipped: observed at irregular times "
+        "(gaps 0.24 to 0.96), forecasting 8 ahead (about 1.5 periods), 40 epochs",
+    ),
     "lynx": ("configs/lynx/node.yaml", [],
              "configs/lynx/node.yaml as shipped: the annual lynx series, 14 years ahead"),
     "lotka_volterra": ("configs/lotka_volterra/node.yaml", [],
@@ -62,7 +68,8 @@ TASKS: dict[str, tuple[str, list[str], str]] = {
 STEPS = (1, 2, 4, 8, 16)
 #: coarse propagators of the parareal bound (one step per slice)
 COARSE = ("euler", "midpoint", "heun3", "rk4")
-DEFAULT_TASKS = ("lotka_volterra_sparse", "lotka_volterra_sparser", "lynx")
+DEFAULT_TASKS = ("lotka_volterra_sparse", "lotka_volterra_sparser", "lotka_volterra_irregular",
+                 "lynx")
 
 
 def run_fit(task: str, steps: int, seed: int, workdir: Path) -> dict:
@@ -151,25 +158,24 @@ def parareal_bound(task: str, steps: int, workdir: Path) -> list[dict]:
     return rows
 
 
-def summarise(task: str, fits: list[dict], workdir: Path) -> dict:
+def summarise(task: str, fits: list[dict], workdir: Path, env: dict) -> dict:
     """Per number of steps: the metric's and training time's median, min and max; the steps
-    accuracy needs, and parareal's bound there."""
+    accuracy needs, and parareal's bound there; ``env``, how it was measured."""
     rows = []
     for steps in sorted({fit["steps"] for fit in fits}):
         mine = [fit for fit in fits if fit["steps"] == steps]
         rows.append({"steps": steps, "metric": spread([fit["metric"] for fit in mine]),
                      "train_seconds": spread([fit["train_seconds"] for fit in mine])})
     needed = needed_steps(rows, accuracy="acc" in fits[0]["metric_name"])
-    return {"task": task, "variant": TASKS[task][2], "metric_name": fits[0]["metric_name"],
-            "rows": rows, "fits": fits, "needed_steps": needed,
+    return {"task": task, "variant": TASKS[task][2], "environment": env,
+            "metric_name": fits[0]["metric_name"], "rows": rows, "fits": fits,
+            "needed_steps": needed,
             "parareal_bound": parareal_bound(task, needed, workdir)}
 
 
 def markdown(result: dict) -> str:
     lines = [
         "# Fine steps: the plain NODE's final test metric against RK4 steps per interval",
-        "",
-        header(result["environment"]),
         "",
         f"Whole fits of the plain torchdiffeq NODE, seeds 0..{result['reps'] - 1}, 1 thread, "
         "two fits at a time; the same data, split and epochs at every number of steps. "
@@ -178,6 +184,7 @@ def markdown(result: dict) -> str:
     ]
     for task in result["tasks"]:
         lines += [f"## {task['task']}", "", f"{task['variant']}.", "",
+                  header(task["environment"]), "",
                   f"| RK4 steps per interval | final {task['metric_name']} | training seconds |",
                   "|---|---|---|"]
         lines += [f"| {row['steps']} | {fmt_spread(row['metric'], 5)} | "
@@ -217,6 +224,15 @@ def plot(result: dict, path: Path) -> None:
     save_figure(fig, axes[0], path)
 
 
+def previous_tasks(reps: int) -> dict[str, dict]:
+    """The tasks of the last written results with as many seeds, by name (none if absent)."""
+    path = OUT_DIR / "fine_steps.json"
+    last = json.loads(path.read_text()) if path.exists() else {}
+    if last.get("reps") != reps:
+        return {}
+    return {task["task"]: {"environment": last["environment"], **task} for task in last["tasks"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(TASKS))
@@ -227,14 +243,17 @@ def main() -> None:
     args = parser.parse_args()
     jobs = [(task, steps, seed) for task in args.tasks for seed in range(args.reps)
             for steps in args.steps]
+    env = environment("1 thread per fit, two fits at a time")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         fits = list(pool.map(lambda job: run_fit(*job, workdir), jobs))
-        tasks = [summarise(task, [f for f in fits if f["task"] == task], workdir)
-                 for task in args.tasks]
-    result = {"environment": environment("1 thread per fit, two fits at a time"),
-              "reps": args.reps, "tasks": tasks}
+        tasks = {task: summarise(task, [f for f in fits if f["task"] == task], workdir, env)
+                 for task in args.tasks}
+    kept = previous_tasks(args.reps)
+    result = {"environment": env, "reps": args.reps,
+              "tasks": [tasks.get(name) or kept[name] for name in TASKS
+                        if name in tasks or name in kept]}
     print(write_results("fine_steps", result, markdown(result)).read_text())
     plot(result, OUT_DIR / "fine_steps.png")
 
