@@ -89,3 +89,24 @@ def test_schedule_rejects_bad_milestones():
         PararealSchedule({3: 2})
     with pytest.raises(ValueError, match=">= 0"):
         PararealSchedule({0: -1})
+
+
+def test_irregular_forecaster_with_equal_gaps_is_the_regular_one_and_its_parareal_twin():
+    shape, times = (3, 2), [0.25 * k for k in range(6)]
+    torch.manual_seed(0)
+    regular = pnode_zoo.create_model("trajectory_node", input_shape=shape, times=times,
+                                     steps=2).double()
+    irregular = pnode_zoo.create_model("trajectory_node", input_shape=shape, times=times,
+                                       steps=2, irregular=True).double()
+    twin = pnode_zoo.create_model("trajectory_node_parareal", input_shape=shape, times=times,
+                                  irregular=True, parareal={"fine_steps": 2, "tol": 0.0}).double()
+    for model in (irregular, twin):  # the same MLP, inside the irregular time field
+        model.block.func.func.load_state_dict(regular.block.func.state_dict())
+    history = torch.randn(4, *shape, dtype=torch.float64)
+    equal = torch.full((4, 2 + 5), 0.25, dtype=torch.float64)
+    torch.testing.assert_close(irregular(history, equal), regular(history), rtol=0, atol=1e-12)
+    uneven = torch.empty(4, 7, dtype=torch.float64).uniform_(0.1, 0.5)
+    torch.testing.assert_close(twin(history, uneven), irregular(history, uneven), rtol=0,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="gaps"):
+        irregular(history)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 
 from pnode_zoo.data import ForecastDataModule, LotkaVolterraDataModule
 from pnode_zoo.data.trajectories import lotka_volterra
@@ -90,3 +91,55 @@ def test_regressor_learns_lotka_volterra_and_plots_its_forecast(tmp_path):
     assert first_val < 1.0  # below predicting the (standardised) mean
     assert (tmp_path / "plots" / "test_forecast.png").stat().st_size > 0
     assert not list(tmp_path.glob("plots/val_*"))  # plot_every_n_epochs=0: test pictures only
+
+
+def test_irregular_lotka_volterra_keeps_its_invariant_at_its_own_times():
+    data = LotkaVolterraDataModule(num_points=300, dt=0.6, gap_spread=0.6, noise=0.0)
+    gaps = np.diff(data.observation_times)
+    assert data.irregular and np.allclose(gaps, data.gaps)
+    assert 0.24 <= gaps.min() < 0.3 and 0.9 < gaps.max() <= 0.96  # dt x [0.4, 1.6]
+    alpha, beta, gamma, delta = data.params  # conserved: d x - g ln x + b y - a ln y
+    prey, predator = data.clean[:, 0], data.clean[:, 1]
+    invariant = delta * prey - gamma * np.log(prey) + beta * predator - alpha * np.log(predator)
+    assert np.ptp(invariant) < 1e-7 * abs(invariant.mean())
+    assert np.array_equal(LotkaVolterraDataModule(num_points=300).series,
+                          LotkaVolterraDataModule(num_points=300, gap_spread=0.0).series)
+
+
+def test_irregular_windows_carry_the_gaps_between_their_observations():
+    data = LotkaVolterraDataModule(history=3, horizon=5, gap_spread=0.5)
+    data.setup("fit")
+    history, gaps, target = data.splits["test"][1]
+    origin = data.indices["test"][1]
+    times = data.observation_times[origin - 2: origin + 6]
+    assert np.allclose(gaps.numpy(), np.diff(times), atol=1e-6)
+    assert history.shape == (3, 2) and target.shape == (5, 2)
+
+
+@pytest.mark.parametrize("spread", [-0.1, 1.0])
+def test_gap_spread_out_of_range_names_the_option(spread):
+    with pytest.raises(ValueError, match="data.gap_spread"):
+        LotkaVolterraDataModule(gap_spread=spread)
+
+
+def test_irregular_predictions_are_at_each_windows_own_times():
+    data = LotkaVolterraDataModule(num_points=160, horizon=4, gap_spread=0.5)
+    data.setup("fit")
+    task = TrajectoryRegressor(input_shape=data.input_shape, times=data.times, irregular=True)
+    batch = next(iter(data.test_dataloader()))
+    with torch.no_grad():
+        rows = task.prediction_rows([task.predict_step(batch, 0)], data)
+    origins = data.indices["test"]
+    for row in rows:
+        origin = origins[row["sample"]]
+        elapsed = data.observation_times[origin + row["step"]] - data.observation_times[origin]
+        assert row["time"] == pytest.approx(elapsed, abs=1e-6)
+
+
+def test_regular_model_on_irregular_data_names_the_link():
+    data = LotkaVolterraDataModule(num_points=160, horizon=4, gap_spread=0.5)
+    task = TrajectoryRegressor(input_shape=data.input_shape, times=data.times)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    with pytest.raises(ValueError, match="irregular"):
+        trainer.fit(task, datamodule=data)
