@@ -49,8 +49,8 @@ class LearningCurve(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            for inputs, targets in trainer.datamodule.test_dataloader():
-                outputs = pl_module(inputs.to(pl_module.device))
+            for *inputs, targets in trainer.datamodule.test_dataloader():
+                outputs = pl_module(*(tensor.to(pl_module.device) for tensor in inputs))
                 targets = targets.to(pl_module.device)
                 if classifier:
                     total += (outputs.argmax(dim=-1) == targets).sum().item()
