@@ -110,3 +110,16 @@ def test_irregular_forecaster_with_equal_gaps_is_the_regular_one_and_its_pararea
                                atol=1e-12)
     with pytest.raises(ValueError, match="gaps"):
         irregular(history)
+
+
+def test_gru_baseline_with_equal_gaps_is_the_regular_one():
+    shape, times = (1, 2), [0.5 * k for k in range(5)]
+    torch.manual_seed(0)
+    regular = pnode_zoo.create_model("trajectory_gru", input_shape=shape, times=times)
+    irregular = pnode_zoo.create_model("trajectory_gru", input_shape=shape, times=times,
+                                       irregular=True)
+    irregular.load_state_dict(regular.state_dict())
+    history = torch.randn(3, *shape)
+    forecast = irregular(history, torch.full((3, 4), 0.5))
+    torch.testing.assert_close(forecast, regular(history), rtol=0, atol=0)
+    assert not torch.allclose(irregular(history, torch.full((3, 4), 0.25)), forecast)

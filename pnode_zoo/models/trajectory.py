@@ -70,11 +70,7 @@ class TrajectoryNODE(nn.Module):
     def forward(self, history: torch.Tensor, gaps: torch.Tensor | None = None) -> torch.Tensor:
         """Forecast [batch, W, D] from history [batch, K, D] (and, for an irregular model,
         the window's gaps [batch, K - 1 + W] between consecutive observations)."""
-        if (gaps is not None) != self.irregular:
-            raise ValueError(
-                "an irregular trajectory model needs the windows' gaps and a regular one takes "
-                "none: give irregularly sampled data to a model built with irregular=True"
-            )
+        check_gaps(self.irregular, gaps)
         state = history[:, -1]
         if self.encoder is not None:
             inputs = history.flatten(1)
@@ -85,6 +81,65 @@ class TrajectoryNODE(nn.Module):
             state = torch.cat([state, gaps[:, self.history - 1 :]], dim=-1)
         path = self.block(state)[:: self.stride]
         return path[1:, :, : self.state_dim].transpose(0, 1).contiguous()
+
+
+def check_gaps(irregular: bool, gaps: torch.Tensor | None) -> None:
+    """ValueError unless an irregular model gets gaps and a regular one none.
+
+    Args:
+        irregular: whether the model was built for irregularly sampled series.
+        gaps: the gaps given to its forward.
+    """
+    if (gaps is not None) != irregular:
+        raise ValueError(
+            "an irregular trajectory model needs the windows' gaps and a regular one takes "
+            "none: give irregularly sampled data to a model built with irregular=True"
+        )
+
+
+class TrajectoryGRU(nn.Module):
+    """A GRU that steps from one observation time to the next, the gap as an input (the
+    "RNN-Delta-t" baseline of Rubanova et al. 2019): the discrete twin of ``TrajectoryNODE``.
+
+    The hidden state starts from the history (and its gaps); each step feeds the previous
+    forecast and the gap to the next forecast time, and adds a linear read-out of the new hidden
+    state to the previous forecast.
+
+    Args:
+        state_dim: D, observed components of the state.
+        history: K, observations per input.
+        gaps: the gaps between forecast times of a regular model ([W], used when no gaps are
+            given).
+        hidden: size of the hidden state.
+        irregular: inputs come with their gaps (``forward(history, gaps)``).
+    """
+
+    def __init__(self, state_dim: int, history: int, gaps: Sequence[float], hidden: int = 64,
+                 irregular: bool = False) -> None:
+        super().__init__()
+        self.history, self.irregular = history, irregular
+        self.initial = nn.Linear(history * state_dim + (history - 1 if irregular else 0), hidden)
+        self.cell = nn.GRUCell(state_dim + 1, hidden)
+        self.readout = nn.Linear(hidden, state_dim)
+        self.register_buffer("regular_gaps", torch.tensor(gaps, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, history: torch.Tensor, gaps: torch.Tensor | None = None) -> torch.Tensor:
+        """Forecast [batch, W, D] from history [batch, K, D] (and, for an irregular model,
+        the window's gaps [batch, K - 1 + W] between consecutive observations)."""
+        check_gaps(self.irregular, gaps)
+        inputs = history.flatten(1)
+        if gaps is None:
+            ahead = self.regular_gaps.to(history.dtype).expand(len(history), -1)
+        else:
+            inputs = torch.cat([inputs, gaps[:, : self.history - 1]], dim=-1)
+            ahead = gaps[:, self.history - 1 :]
+        hidden, forecast, path = torch.tanh(self.initial(inputs)), history[:, -1], []
+        for step in range(ahead.shape[1]):
+            hidden = self.cell(torch.cat([forecast, ahead[:, step : step + 1]], dim=-1), hidden)
+            forecast = forecast + self.readout(hidden)
+            path.append(forecast)
+        return torch.stack(path, dim=1)
 
 
 def forecast_interval(times: Sequence[float]) -> tuple[float, float, int]:
@@ -136,6 +191,28 @@ def trajectory_node(
     block = ODEBlock(field, t0, t1, method, steps * intervals, rtol, atol,
                      return_trajectory=True, num_intervals=intervals)
     return TrajectoryNODE(block, state_dim, history, augment, irregular=irregular)
+
+
+@register_model
+def trajectory_gru(
+    input_shape: Sequence[int] = (1, 2),
+    times: Sequence[float] = (0.0, 1.0),
+    hidden: int = 64,
+    irregular: bool = False,
+) -> TrajectoryGRU:
+    """GRU forecaster stepping from one observation time to the next: the discrete baseline.
+
+    Args:
+        input_shape: (history length K, state dimension D) of one input.
+        times: equally spaced observation times; the input ends at times[0], the output is
+            at times[1:].
+        hidden: size of the GRU's hidden state.
+        irregular: forecast irregularly sampled series (set from the data module).
+    """
+    history, state_dim = input_shape
+    t0, t1, intervals = forecast_interval(times)
+    return TrajectoryGRU(state_dim, history, [(t1 - t0) / intervals] * intervals, hidden,
+                         irregular)
 
 
 def _field(dim: int, hidden: int, layers: int, times: Sequence[float],
