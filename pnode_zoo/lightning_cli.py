@@ -39,6 +39,7 @@ from pnode_zoo.tasks.checkpoints import (
     RandomStateCheckpoint,
     best_and_last,
     check_fits,
+    last_only,
     read_checkpoint,
 )
 from pnode_zoo.tasks.finite import StopOnNonFinite, training_position
@@ -537,7 +538,10 @@ class PnodeCLI(LightningCLI):
         callbacks = self.trainer.callbacks
         metric, mode = getattr(self.model, "checkpoint_metric", Task.checkpoint_metric)
         if self.default_checkpoint in callbacks:
-            callbacks[callbacks.index(self.default_checkpoint)] = best_and_last(metric, mode)
+            # without validation there is no best to pick: keep the last epoch only
+            replacement = (last_only() if self.trainer.limit_val_batches == 0
+                           else best_and_last(metric, mode))
+            callbacks[callbacks.index(self.default_checkpoint)] = replacement
         folder = os.path.realpath(self.run_dir / runs.CHECKPOINTS)
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:

@@ -89,6 +89,15 @@ def test_wandb_offline_is_one_line_and_the_output_is_quiet(cli, tmp_path):
             assert "\x1b[" not in path.read_text(errors="replace"), path
 
 
+def test_fit_without_validation_keeps_the_last_checkpoint_quietly(cli, tmp_path):
+    result = cli(["fit", *FAST, "--trainer.limit_val_batches=0", "--trainer.logger=false"])
+    assert result.returncode == 0, result.stderr
+    assert "monitor" not in result.stderr  # no per-epoch "could not find the monitored key"
+    (run,) = run_dirs(tmp_path)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert "test/acc" in result.stdout  # fit still ends with the test, of the last weights
+
+
 def test_fit_help_leads_with_model_and_data(cli):
     result = cli(["fit", "--help"])
     assert result.returncode == 0

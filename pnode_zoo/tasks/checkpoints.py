@@ -38,6 +38,11 @@ def best_and_last(metric: str, mode: str) -> ModelCheckpoint:
     )
 
 
+def last_only() -> ModelCheckpoint:
+    """Keep ``last.ckpt`` alone: the checkpointing of a run that never validates."""
+    return ModelCheckpoint(save_top_k=0, save_last=True, enable_version_counter=False)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic on a local disk.
 
