@@ -19,6 +19,6 @@ bench:
 # Whole fits, plain NODE against parareal on 1 and 2 ranks, 3 seeds (about 1 hour; not in bench).
 time-to-accuracy:
 	$(PY) benchmarks/time_to_accuracy.py
-# The plain NODE's final test metric against RK4 steps per interval, 3 seeds (about 45 minutes).
+# The plain NODE's final test metric against RK4 steps per interval, 3 seeds (about 80 minutes).
 fine-steps:
 	$(PY) benchmarks/fine_steps.py
