@@ -30,6 +30,10 @@ CONFIGS: dict[str, str] = {
     "trajectory_node.lotka_volterra": "configs/lotka_volterra/node.yaml",
     "trajectory_node_parareal.lynx": "configs/lynx/node_parareal.yaml",
     "trajectory_node.lynx": "configs/lynx/node.yaml",
+    "trajectory_node_parareal.lotka_volterra_irregular":
+        "configs/lotka_volterra_irregular/node_parareal.yaml",
+    "trajectory_node.lotka_volterra_irregular": "configs/lotka_volterra_irregular/node.yaml",
+    "trajectory_gru.lotka_volterra_irregular": "configs/lotka_volterra_irregular/gru.yaml",
 }
 
 #: names that are deliberately not shipped, with the reason (the README's table says it)
