@@ -145,15 +145,46 @@ class TimeGroup:
             dist.all_reduce(buffer, dist.ReduceOp.MAX, group=self.group)
         return buffer.tolist()
 
-    def sum_(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Sum ``tensors`` (on ``device``) over the group, in place, as one flat all-reduce."""
-        if not tensors:
-            return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
+    def sum_(
+        self,
+        tensors: Sequence[torch.Tensor],
+        maxima: Sequence[float] = (),
+        maxima_dtype: torch.dtype = torch.float64,
+    ) -> list[float]:
+        """Sum ``tensors`` (on ``device``) over the group, in place, as one flat all-reduce;
+        with ``maxima``, also return their largest values over the group (NaN counts as +inf),
+        from the same all-reduce.
+
+        A sum cannot take a maximum, so each rank writes its ``maxima`` into its own row of a
+        [size, len(maxima)] block that is zero elsewhere: the sum hands every rank every row
+        exactly. The all-reduce then runs in the wider of the tensors' dtype and
+        ``maxima_dtype`` (float64 keeps any float exact; float32 suffices for integers below
+        2**24).
+
+        Args:
+            tensors: summed in place.
+            maxima: one number per rank and position, maximised over the group.
+            maxima_dtype: the dtype that represents ``maxima`` exactly.
+        """
+        if not tensors and not maxima:
+            return []
+        parts = [t.reshape(-1) for t in tensors]
+        sizes = [t.numel() for t in tensors]
+        if maxima:
+            dtype = maxima_dtype if not parts else torch.promote_types(parts[0].dtype,
+                                                                        maxima_dtype)
+            rows = torch.zeros(self.size, len(maxima), dtype=dtype, device=self.device)
+            rows[self.index] = torch.tensor([math.inf if math.isnan(v) else v for v in maxima],
+                                            dtype=dtype)
+            parts = [part.to(dtype) for part in parts] + [rows.reshape(-1)]
+            sizes.append(rows.numel())
+        flat = torch.cat(parts)
         with self._timed("comm"):
             dist.all_reduce(flat, dist.ReduceOp.SUM, group=self.group)
-        for t, part in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+        pieces = flat.split(sizes)
+        for t, part in zip(tensors, pieces, strict=False):
             t.copy_(part.view_as(t))
+        return pieces[-1].view(self.size, -1).amax(dim=0).tolist() if maxima else []
 
     def broadcast(self, tensor: torch.Tensor, index: int) -> torch.Tensor:
         """``tensor`` of the rank at position ``index`` (in the view's order), on every rank."""

@@ -186,11 +186,13 @@ def _forward(
     message = comm.message(costs.state_bytes)
     residual = comm.all_reduce(_RESIDUAL_BYTES, p)
     arrival = [0.0] * p  # when the boundary state rank r sent (this iteration) reaches r + 1
+    # pipelined, the last rank leaves its last coarse step until after its first fine solve
+    deferred = int(pipelined and iters > 0)
     for r in range(p):  # the coarse sweep, rank after rank
         lo, hi = ranks.chunk(r)
         if lo > 0:
             ranks.receive(r, arrival[r - 1])
-        ranks.work(r, (hi - lo) * costs.coarse)
+        ranks.work(r, (hi - lo - (deferred if hi == n else 0)) * costs.coarse)
         if hi < n:
             arrival[r] = ranks.clock[r] + message
     if not pipelined:  # the non-finite check of the sweep
@@ -200,6 +202,8 @@ def _forward(
             lo, hi = ranks.chunk(r)
             first = max(lo, k - 1)  # slices before k - 1 have converged
             ranks.work(r, max(hi - first, 0) * costs.fine)
+            if k == 1 and hi == n:
+                ranks.work(r, deferred * costs.coarse)
             if lo >= k:
                 ranks.receive(r, arrival[r - 1])
             ranks.work(r, max(hi - max(lo, k), 0) * costs.coarse)
@@ -207,8 +211,14 @@ def _forward(
                 arrival[r] = ranks.clock[r] + message
         if not pipelined:
             ranks.collective(residual)
-    if pipelined:  # every iteration's residual (and the non-finite checks) in one reduction
-        ranks.collective(comm.all_reduce(_RESIDUAL_BYTES * (iters + 1), p))
+    # pipelined: every iteration's residual and the non-finite checks in one reduction, with
+    # U_N from the last rank in the same float64 sum unless every boundary is all-gathered
+    residuals = _RESIDUAL_BYTES * (iters + 2)  # and the non-finite code
+    if pipelined and not trajectory:  # a sum: each rank's residuals in a row of their own
+        ranks.collective(comm.all_reduce(2 * costs.state_bytes + residuals * p, p))
+        return
+    if pipelined:
+        ranks.collective(comm.all_reduce(residuals, p))
     if trajectory:
         ranks.collective(comm.all_gather(ranks.per_rank * costs.state_bytes, p))
     else:
@@ -229,9 +239,9 @@ def _unrolled_backward(ranks: _Ranks, costs: SliceCosts, iters: int) -> None:
                 arrival[r] = ranks.clock[r] + message
             if k > 0:
                 ranks.work(r, max(hi - max(lo, k - 1), 0) * costs.fine_vjp)
-    ranks.collective(comm.all_reduce(_RESIDUAL_BYTES, p))  # the non-finite check
-    ranks.collective(comm.broadcast(costs.state_bytes, p))  # dL/dx0 from the first rank
-    ranks.collective(comm.all_reduce(costs.param_bytes, p))  # dL/dθ summed
+    # dL/dθ summed, dL/dx0 from the first rank and the non-finite check: one all-reduce
+    ranks.collective(comm.all_reduce(costs.param_bytes + costs.state_bytes
+                                     + _RESIDUAL_BYTES * p, p))
 
 
 def modelled_time(

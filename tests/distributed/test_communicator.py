@@ -49,8 +49,10 @@ def test_collectives_see_only_tensors_on_the_group_device(one_rank_world, monkey
     block.time_group = group
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     block(x).sum().backward()
+    block.return_trajectory = False  # U_N alone: broadcast from the last rank
+    block(x).sum().backward()
     names = {name for name, _ in seen}
-    assert {"all_reduce", "broadcast", "all_gather"} <= names  # residual, grads, x0's, U
+    assert {"all_reduce", "broadcast", "all_gather"} <= names  # residuals and grads, U_N, U
     assert {device for _, device in seen} == {group.device}
     assert block.stats.timeline and block.stats.time_comm > 0
 

@@ -22,16 +22,21 @@ VJPs of G as the coarse and batched VJPs of F as the fine propagator.
 
 Across ranks every mode runs on this rank's chunk: cotangents cross chunk boundaries by
 send/recv in reverse time order, each rank adds the parameter VJPs of its own slices, and the
-gradient to x0 is broadcast from the first rank (the caller sums parameter gradients over the
-time group).
+gradient to x0 reaches every rank from the first one in the same all-reduce that sums the
+parameter gradients over the time group.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 
 from pnode_zoo.ode.parareal.iteration import iterate
 from pnode_zoo.ode.parareal.problem import Linearization, ParamGrads, Problem
+
+if TYPE_CHECKING:
+    from pnode_zoo.distributed.communicator import TimeGroup
 
 
 class Tape:
@@ -111,8 +116,16 @@ def unrolled(
         checks.append((k, torch.isfinite(cot[lo + 1 : hi + 1]).flatten(1).all(dim=1)))
         if k > 0:
             upper, cot = cot, _fine_level(problem, k, levels, cot, guessed, grads, tape)
-    _raise_if_non_finite(problem, checks)
-    return x0_grad if group is None else group.broadcast(x0_grad, 0)
+    code = _non_finite_code(problem, checks)
+    if group is not None:  # dL/dx0 is zero off the first rank: the sum is its broadcast
+        code = _reduce(group, grads, x0_grad, code)
+    if code >= 0:
+        k, row = divmod(int(code), problem.num_slices + 1)
+        raise FloatingPointError(
+            f"non-finite gradient at the end of {problem.where(row)} in the unrolled backward "
+            f"of forward iteration {k}"
+        )
+    return x0_grad
 
 
 def _coarse_sweep(
@@ -171,21 +184,23 @@ def _fine_level(
     return below
 
 
-def _raise_if_non_finite(problem: Problem, checks: list[tuple[int, torch.Tensor]]) -> None:
-    """One check for the whole backward (a sync per level would stall the pipeline); names
-    the latest non-finite boundary of the first level that has one, where it started."""
+def _non_finite_code(problem: Problem, checks: list[tuple[int, torch.Tensor]]) -> float:
+    """One check for the whole backward (a sync per level would stall the pipeline): the
+    latest non-finite boundary of the first level that has one, where it started, as
+    k * (N + 1) + row; -1 if none."""
     lo = problem.own.start
     bad = next(((k, lo + 1 + int((~ok).nonzero()[-1, 0])) for k, ok in checks if not ok.all()),
                None)
-    code = -1.0 if bad is None else float(bad[0] * (problem.num_slices + 1) + bad[1])
-    if problem.group is not None:
-        code = problem.group.max(code)
-    if code >= 0:
-        k, row = divmod(int(code), problem.num_slices + 1)
-        raise FloatingPointError(
-            f"non-finite gradient at the end of {problem.where(row)} in the unrolled backward "
-            f"of forward iteration {k}"
-        )
+    return -1.0 if bad is None else float(bad[0] * (problem.num_slices + 1) + bad[1])
+
+
+def _reduce(group: TimeGroup, grads: ParamGrads | None, shared: torch.Tensor,
+            code: float) -> float:
+    """The end of a backward on a time group, in one all-reduce: dL/dθ summed over the ranks,
+    ``shared`` (zero on all ranks but one) handed to every rank, the largest ``code`` (an
+    integer below 2**24, exact in float32) returned."""
+    tensors = [shared] + ([] if grads is None else grads.tensors)
+    return group.sum_(tensors, maxima=[code], maxima_dtype=torch.float32)[0]
 
 
 def fine_adjoint(
@@ -211,8 +226,8 @@ def fine_adjoint(
     if group is not None:
         if own.start > 0:
             backwards.send_next(lam)
-        bad = int(group.max(bad))
-        lam = group.broadcast(lam, 0)
+            lam = torch.zeros_like(lam)
+        bad = int(_reduce(group, grads, lam, bad))
     if bad >= 0:
         raise FloatingPointError(
             f"non-finite adjoint at the start of slice {bad} in the fine adjoint"
@@ -262,4 +277,6 @@ def parareal_adjoint(
         run = Linearization(problem, "fine", own, states[own.start : own.stop],
                             wrt_state=False, wrt_params=True)
         run.pull(lams[own.start + 1 : own.stop + 1], grads)
+        if group is not None:
+            group.sum_(grads.tensors)
     return lams[0]

@@ -104,8 +104,6 @@ def solve_backward(
             grad_x0 = adjoints.fine_adjoint(problem, states, grad_states, grads)
         else:
             grad_x0 = adjoints.parareal_adjoint(problem, states, grad_states, grads)
-        if grads is not None:
-            grads.all_reduce(problem.group)
     return grad_x0, None if grads is None else grads.result()
 
 

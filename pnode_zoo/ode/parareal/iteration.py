@@ -107,6 +107,7 @@ def iterate(
                defer_checks=group is not None and not agree_each_iteration)
     run.start(guess, coarse_set)
     levels = [run.states.clone()] if keep_levels else []
+    run.level0 = levels[0] if keep_levels else None
     residuals: list[float] = []
     for k in range(1, min(max_iters, num_slices) + 1):
         residuals.append(run.iteration(k))
@@ -114,8 +115,9 @@ def iterate(
             levels.append(run.states.clone())
         if residuals[-1] < tol:
             break
-    residuals = run.agree(residuals)
-    return Sweep(run.gather(last_only), residuals, levels)
+    run.finish_sweep()  # K = 0: the coarse sweep is the answer
+    states, residuals = run.finish(residuals, last_only)
+    return Sweep(states, residuals, levels)
 
 
 class _Run:
@@ -134,6 +136,9 @@ class _Run:
         self.states[0] = u0
         # G_n(U^k-1_n), kept for the correction (a linear G is applied to differences instead)
         self.coarse_old = None if linear else u0.new_empty((num_slices, *u0.shape))
+        # the coarse sweep's last step, when it waits for the first fine solve (``start``)
+        self.deferred = False
+        self.level0: torch.Tensor | None = None  # U^0 as kept for the unrolled gradient
 
     def _set(self, n: int, value: torch.Tensor) -> None:
         self.states[n + 1] = value if self.source is None else value + self.source[n + 1]
@@ -147,14 +152,17 @@ class _Run:
         else:
             if lo > 0:
                 states[lo] = self.group.recv_prev(self.u0)
-            for n in range(lo, hi):
-                value = self.coarse(n, states[n])
-                if self.coarse_old is not None:
-                    self.coarse_old[n] = value
-                self._set(n, value)
+            # On the last rank, G of the last slice feeds only that rank's first correction:
+            # with no agreement after the sweep it waits until the first fine solve has run,
+            # so that solve starts one coarse step sooner (the fine solves are the critical
+            # path; the correction waits for the previous rank's fine result anyway).
+            self.deferred = self.defer_checks and hi == self.n and hi > lo
+            for n in range(lo, hi - int(self.deferred)):
+                self._coarse_sweep_step(n)
             if hi < self.n:
                 self.group.send_next(states[hi])
-        bad = float(not torch.isfinite(states[lo + 1 : hi + 1]).all())
+        swept = hi - int(self.deferred)
+        bad = float(not torch.isfinite(states[lo + 1 : swept + 1]).all())
         if self.defer_checks:
             if bad:
                 self._note_non_finite(0, lo + 1)
@@ -166,8 +174,9 @@ class _Run:
         lo, hi, states = self.lo, self.hi, self.states
         # Slices before k-1 have converged; boundary lo changes (and arrives) only if lo >= k.
         first, changed = max(lo, k - 1), max(lo, k)
-        old = states[changed : hi + 1].clone()
         fine_values = self.fine(range(first, hi), states[first:hi]) if first < hi else None
+        self.finish_sweep()
+        old = states[changed : hi + 1].clone()
         if lo >= k:
             states[lo] = self.group.recv_prev(self.u0)
         for n in range(first, hi):
@@ -192,6 +201,24 @@ class _Run:
             self._raise_non_finite(k, k)
         return change
 
+    def _coarse_sweep_step(self, n: int) -> None:
+        value = self.coarse(n, self.states[n])
+        if self.coarse_old is not None:
+            self.coarse_old[n] = value
+        self._set(n, value)
+
+    def finish_sweep(self) -> None:
+        """The coarse sweep's deferred last step, if ``start`` left it (U^0_n before any
+        correction: call it before boundary lo is received again)."""
+        if not self.deferred:
+            return
+        self.deferred = False
+        self._coarse_sweep_step(self.hi - 1)
+        if self.level0 is not None:
+            self.level0[self.hi] = self.states[self.hi]
+        if not torch.isfinite(self.states[self.hi]).all():
+            self._note_non_finite(0, self.hi)
+
     def gather(self, last_only: bool = False) -> torch.Tensor:
         """The states with every rank's boundaries (or only U_N) filled in; rows lo+1..hi are
         ours."""
@@ -201,19 +228,26 @@ class _Run:
             self.states[1:] = self.group.all_gather(self.states[self.lo + 1 : self.hi + 1])
         return self.states
 
-    def agree(self, residuals: list[float]) -> list[float]:
-        """With deferred checks: every iteration's residual over the group and the first
-        non-finite state (raised on every rank), in one all-reduce."""
+    def finish(self, residuals: list[float], last_only: bool) -> tuple[torch.Tensor, list[float]]:
+        """The states (``gather``) and, with deferred checks, every iteration's residual over
+        the group and the first non-finite state (raised on every rank); with ``last_only``
+        all of it in one all-reduce."""
         if not self.defer_checks:
-            return residuals
+            return self.gather(last_only), residuals
         rows = self.n + 1  # a non-finite state as a code: earliest iteration, then boundary
         code = -math.inf if self.first_bad is None else -(self.first_bad[0] * rows
                                                            + self.first_bad[1])
-        *residuals, worst = self.group.max_each([*residuals, code])
+        if last_only:  # U_N is zero off the last rank: the sum is its broadcast
+            last = self.states[-1] if self.hi == self.n else torch.zeros_like(self.states[-1])
+            *residuals, worst = self.group.sum_([last], maxima=[*residuals, code])
+            self.states[-1] = last
+        else:
+            *residuals, worst = self.group.max_each([*residuals, code])
+            self.gather()
         if worst > -math.inf:
             iteration, boundary = divmod(int(-worst), rows)
             raise FloatingPointError(self.where(boundary, iteration))
-        return residuals
+        return self.states, residuals
 
     def _note_non_finite(self, iteration: int, first: int) -> None:
         """Remember this rank's first non-finite boundary (from ``first``) of ``iteration``."""

@@ -308,10 +308,11 @@ class ParamGrads:
             else:
                 total += grad
 
-    def all_reduce(self, group: TimeGroup | None) -> None:
-        """Sum over the time group: each rank has added the VJPs of its own slices only."""
-        if group is not None:
-            group.sum_(list(self.sums.values()) if self.fields.per_slice else self.sums)
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        """The sums, to all-reduce over the time group: each rank has added the VJPs of its
+        own slices only."""
+        return list(self.sums.values()) if self.fields.per_slice else self.sums
 
     def result(self) -> list[torch.Tensor]:
         if not self.fields.per_slice:
