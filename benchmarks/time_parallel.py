@@ -3,16 +3,17 @@
 
 Run from the repository root:
 
-    python benchmarks/time_parallel.py [--dims 16 64 256] [--batch 64] [--pairs 5] [--number 2]
+    python benchmarks/time_parallel.py [--dims 16 64 256] [--fine-steps 16 32 64] [--batch 64]
+        [--pairs 7] [--number 2]
 
-Model: an MLP vector field (state D, 2 hidden layers, tanh) then a linear head; t in [0, 1];
-the fine solve is N x fine-steps RK4 steps (by default 2 x 32), the coarse one coarse-steps RK4
-steps per slice, K = --iters parareal iterations (tol 0: a fixed K, its error against the
-serial fine solve reported). Cases: the forward pass (no graph) and a training step (forward,
-mean-squared loss, backward, SGD step of block and head; learning rate 0, so every round sees
-the same weights). Candidates, timed with ``torch.utils.benchmark`` in alternating rounds (one
-warm-up round, then --pairs rounds: every candidate once per round, the 2-rank run on both ranks
-with the same number of calls):
+Model: an MLP vector field (state D, 2 hidden layers, tanh) then a linear head; t in [0, 1]; the
+fine solve is N x fine-steps RK4 steps (by default 2 x 16, 2 x 32 and 2 x 64: how long a solve
+must be before 2 ranks pay), the coarse one coarse-steps RK4 steps per slice, K = --iters
+parareal iterations (tol 0: a fixed K, its error against the serial fine solve reported). Cases:
+the forward pass (no graph) and a training step (forward, mean-squared loss, backward, SGD step
+of block and head; learning rate 0, so every round sees the same weights). Candidates, timed
+with ``torch.utils.benchmark`` in alternating rounds (one warm-up round, then --pairs rounds:
+every candidate once per round, the 2-rank run on both ranks with the same number of calls):
 
 - parareal, 2 ranks x 1 thread (gloo): the `unrolled` gradient with the forward's graphs kept
   (`recompute: false`) and with re-runs (`recompute: true`, memory flat in the steps);
@@ -21,8 +22,9 @@ with the same number of calls):
 - torchdiffeq `odeint_adjoint`, same grid, 1 and 2 threads (training only: without a graph it is
   `odeint`).
 
-Reported per state size: seconds per call, the speedup of each 2-rank variant over every
-baseline per round (median, min–max) and over the best of 1 and 2 threads, peak RSS of one
+Reported per state size and fine steps: seconds per call, the speedup of each 2-rank variant
+over every baseline per round (median, min–max) and over the best of 1 and 2 threads (also in
+one summary table), peak RSS of one
 call in a fresh process per candidate, the relative error of output and gradient against the
 serial fine solve (odeint), K, per-rank fine / coarse / communication / wait seconds of one call
 from a torch.profiler trace beside the block's own timers (and which collective the
@@ -260,8 +262,8 @@ def markdown(env: dict, setup: Setup, cases: list[str], results: dict[str, dict]
         "# Parareal on 2 ranks against torchdiffeq (odeint, odeint_adjoint)", "",
         _common.header(env), "",
         f"Model: MLP field (state D, hidden {s.hidden}, 2 tanh layers) + linear head, float32, "
-        f"batch {s.batch}, t in [0, 1]; fine solve {s.slices} x {s.fine_steps} = "
-        f"{s.slices * s.fine_steps} rk4 steps (torchdiffeq: the same grid), coarse "
+        f"batch {s.batch}, t in [0, 1]; fine solve {s.slices} x S rk4 steps (S per slice; "
+        "torchdiffeq: the same grid), coarse "
         f"{s.coarse_steps} rk4 steps per slice, K = {s.iters} (fixed). Training step = forward, "
         "mean-squared loss, backward, SGD step (lr 0). Speedup = baseline seconds / 2-rank "
         "seconds in the same round (a 2-rank call lasts until its slower rank is done); median "
@@ -269,11 +271,13 @@ def markdown(env: dict, setup: Setup, cases: list[str], results: dict[str, dict]
         "RSS: `getrusage` max RSS of a fresh process over two calls, one thread (2 ranks: the "
         "rank whose calls add more); *call* = peak minus the RSS before the first call (model "
         "and data built): the calls' own memory, comparable across candidates.", "",
+        *summary_table(cases, results), "",
     ]
-    for dim, r in results.items():
-        lines += [f"## State {dim}", ""]
-        for case in cases:
-            lines += _case_tables(case, r, s)
+    for dim, by_steps in results.items():
+        for steps, r in by_steps.items():
+            lines += [f"## State {dim}, {steps} fine steps per slice", ""]
+            for case in cases:
+                lines += _case_tables(case, r, s)
     lines += [
         "Per-rank seconds of one call: profiler = torch.profiler ranges (`parareal/fine`, "
         "`parareal/coarse`: the propagators' solves, `time_parallel/comm`: sends and "
@@ -283,6 +287,28 @@ def markdown(env: dict, setup: Setup, cases: list[str], results: dict[str, dict]
         "messages from a ping-pong in the same run, and the P = 1 overhead (measured minus "
         "modelled at 1 thread).", ""]
     return "\n".join(lines)
+
+
+def summary_table(cases: list[str], results: dict[str, dict]) -> list[str]:
+    """Every 2-rank variant's speed-up over the best single-process baseline (odeint), by
+    state size and fine steps per slice."""
+    columns = [(case, kind) for case in cases for kind in PARALLEL[case]]
+    names = {("forward", "parareal_kept"): "forward",
+             ("train", "parareal_kept"): "training step, graphs kept",
+             ("train", "parareal_recompute"): "training step, recompute"}
+    lines = ["Speed-up of 2 ranks x 1 thread over torchdiffeq `odeint` (best of 1 and 2 "
+             "threads), median (min–max) over the rounds, and the largest relative error "
+             "(output or gradient) against the serial fine solve:", "",
+             "| state | fine steps per slice | " + " | ".join(names[c] for c in columns)
+             + " | rel. error |", "|---|---|" + "---|" * len(columns) + "---|"]
+    for dim, by_steps in results.items():
+        for steps, r in by_steps.items():
+            errors = [v for case in cases for acc in r[case]["accuracy"].values()
+                      for v in acc.values() if v is not None]
+            lines.append(f"| {dim} | {steps} | " + " | ".join(
+                _common.fmt_spread(r[case]["speedup"][kind]["odeint@best"]) + "×"
+                for case, kind in columns) + f" | {max(errors, default=0.0):.1e} |")
+    return lines
 
 
 def _case_tables(case: str, r: dict, s: Setup) -> list[str]:
@@ -339,12 +365,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=Setup.batch)
     parser.add_argument("--hidden", type=int, default=Setup.hidden)
     parser.add_argument("--slices", type=int, default=Setup.slices, help="N (even: 2 ranks)")
-    parser.add_argument("--fine-steps", type=int, default=Setup.fine_steps, help="per slice")
+    parser.add_argument("--fine-steps", type=int, nargs="+", default=[16, 32, 64],
+                        help="per slice, one run each")
     parser.add_argument("--coarse-steps", type=int, default=Setup.coarse_steps, help="per slice")
     parser.add_argument("--iters", type=int, default=Setup.iters, help="K (fixed)")
     parser.add_argument("--cases", nargs="+", default=["forward", "train"],
                         choices=["forward", "train"])
-    parser.add_argument("--pairs", type=int, default=5, help="measured rounds after a warm-up")
+    parser.add_argument("--pairs", type=int, default=7, help="measured rounds after a warm-up")
     parser.add_argument("--number", type=int, default=2, help="calls per timing")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS processes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -357,23 +384,26 @@ def main() -> None:
     tic = time.perf_counter()
     results = {}
     for dim in args.dims:
-        setup = Setup(dim=dim, batch=args.batch, hidden=args.hidden, slices=args.slices,
-                      fine_steps=args.fine_steps, coarse_steps=args.coarse_steps,
-                      iters=args.iters)
-        ranks_out = _common.run_ranks(world, (dataclasses.asdict(setup), args.cases,
-                                              args.number, args.pairs))
-        memory = {} if args.no_memory else {
-            case: {kind: _common.run_fresh(SCRIPT, {"setup": dataclasses.asdict(setup),
-                                                    "case": case, "kind": kind})
-                   for kind in PARALLEL[case] + SERIAL[case]}
-            for case in args.cases}
-        results[str(dim)] = summarise(ranks_out, setup, args.cases, memory)
+        results[str(dim)] = {}
+        for steps in args.fine_steps:
+            setup = Setup(dim=dim, batch=args.batch, hidden=args.hidden, slices=args.slices,
+                          fine_steps=steps, coarse_steps=args.coarse_steps, iters=args.iters)
+            ranks_out = _common.run_ranks(world, (dataclasses.asdict(setup), args.cases,
+                                                  args.number, args.pairs))
+            memory = {} if args.no_memory else {
+                case: {kind: _common.run_fresh(SCRIPT, {"setup": dataclasses.asdict(setup),
+                                                        "case": case, "kind": kind})
+                       for kind in PARALLEL[case] + SERIAL[case]}
+                for case in args.cases}
+            results[str(dim)][str(steps)] = summarise(ranks_out, setup, args.cases, memory)
     env = _common.environment("candidates: 2 ranks x 1 thread, or 1 process x 1 and x 2 "
                               "threads (the other rank idle at a barrier)")
     base = Setup(batch=args.batch, hidden=args.hidden, slices=args.slices,
-                 fine_steps=args.fine_steps, coarse_steps=args.coarse_steps, iters=args.iters)
+                 coarse_steps=args.coarse_steps, iters=args.iters)
     text = markdown(env, base, args.cases, results)
-    _common.write_results(NAME, {"environment": env, "setup": dataclasses.asdict(base),
+    _common.write_results(NAME, {"environment": env,
+                                 "setup": {**dataclasses.asdict(base),
+                                           "fine_steps": args.fine_steps},
                                  "seconds": time.perf_counter() - tic, "results": results}, text)
     print(text)
 

@@ -199,11 +199,13 @@ def test_time_parallel_script_at_toy_size(tmp_path):
         "--number", "1", "--no-memory"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "time_parallel.json").read_text())
-    train = result["results"]["4"]["train"]
+    train = result["results"]["4"]["2"]["train"]
     assert set(train["speedup"]) == {"parareal_kept", "parareal_recompute"}
     assert train["accuracy"]["parareal_kept"]["gradient"] < 1e-4
     assert [r["stats"]["forward_iters"] for r in train["per_rank"]["parareal_kept"]] == [1, 1]
-    assert "## State 4" in (tmp_path / "time_parallel.md").read_text()
+    text = (tmp_path / "time_parallel.md").read_text()
+    assert "## State 4, 2 fine steps per slice" in text
+    assert "| 4 | 2 | " in text  # the summary row
 
 
 @pytest.mark.slow
