@@ -24,12 +24,12 @@ every candidate once per round, the 2-rank run on both ranks with the same numbe
 
 Reported per state size and fine steps: seconds per call, the speedup of each 2-rank variant
 over every baseline per round (median, min–max) and over the best of 1 and 2 threads (also in
-one summary table), peak RSS of one
-call in a fresh process per candidate, the relative error of output and gradient against the
-serial fine solve (odeint), K, per-rank fine / coarse / communication / wait seconds of one call
-from a torch.profiler trace beside the block's own timers (and which collective the
-communication time went to), and the speedup the schedule model predicts at P = 2 from
-per-slice costs and a ping-pong measured in the same run.
+one summary table), peak RSS of one call in a fresh process per candidate (at the largest fine-
+steps value), the relative error of output and gradient against the serial fine solve (odeint),
+K, per-rank fine / coarse / communication / wait seconds of one call from a torch.profiler trace
+beside the block's own timers (and which collective the communication time went to), and the
+speedup the schedule model predicts at P = 2 from per-slice costs and a ping-pong measured in
+the same run.
 
 Writes docs/benchmarks/time_parallel.{json,md}.
 """
@@ -306,7 +306,7 @@ def summary_table(cases: list[str], results: dict[str, dict]) -> list[str]:
             errors = [v for case in cases for acc in r[case]["accuracy"].values()
                       for v in acc.values() if v is not None]
             lines.append(f"| {dim} | {steps} | " + " | ".join(
-                _common.fmt_spread(r[case]["speedup"][kind]["odeint@best"]) + "×"
+                _common.fmt_spread(r[case]["speedup"][kind]["odeint@best"]).replace(" ", "× ", 1)
                 for case, kind in columns) + f" | {max(errors, default=0.0):.1e} |")
     return lines
 
@@ -390,7 +390,8 @@ def main() -> None:
                           fine_steps=steps, coarse_steps=args.coarse_steps, iters=args.iters)
             ranks_out = _common.run_ranks(world, (dataclasses.asdict(setup), args.cases,
                                                   args.number, args.pairs))
-            memory = {} if args.no_memory else {
+            # memory once per state, at the longest solve (memory.py covers the steps)
+            memory = {} if args.no_memory or steps != max(args.fine_steps) else {
                 case: {kind: _common.run_fresh(SCRIPT, {"setup": dataclasses.asdict(setup),
                                                         "case": case, "kind": kind})
                        for kind in PARALLEL[case] + SERIAL[case]}
