@@ -8,8 +8,8 @@ lint:
 	$(PY) -m ruff check .
 test:
 	$(PY) -m ruff check . && $(PY) -m pytest -q -n auto --dist loadfile
-# Every benchmark table under docs/benchmarks/ (about 20 minutes on a quiet 2-core machine;
-# BENCH_ARGS is passed to the time-parallel scripts, e.g. BENCH_ARGS="--pairs 7").
+# Every benchmark table under docs/benchmarks/ (about 25 minutes on a 2-core machine;
+# BENCH_ARGS is passed to the time-parallel scripts, e.g. BENCH_ARGS="--pairs 9").
 bench:
 	$(PY) benchmarks/parareal_convergence.py
 	$(PY) benchmarks/time_parallel.py $(BENCH_ARGS)
