@@ -77,6 +77,10 @@ def quiet() -> None:
     # A resumed run writes into its own checkpoint folder; a test rebuilds no checkpoint state.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
+    # Step logs follow the optimizer steps of the whole fit, not of one epoch, so an epoch
+    # shorter than log_every_n_steps still logs every that many steps.
+    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than "
+                            "the logging interval")
 
 
 def check_config_files(args: list[str]) -> None:

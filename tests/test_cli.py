@@ -79,7 +79,8 @@ def test_wandb_offline_is_one_line_and_the_output_is_quiet(cli, tmp_path):
     assert "W&B: no API key found, logging offline" in result.stderr
     (run,) = run_dirs(tmp_path)
     assert lines[:2] == [line for line in lines if line.startswith(("W&B:", "run directory:"))]
-    for noise in ("Tip:", "deprecated", "GPU available", "Seed set", "LeafSpec", "litlogger"):
+    for noise in ("Tip:", "deprecated", "GPU available", "Seed set", "LeafSpec", "litlogger",
+                  "logging interval"):
         assert noise not in result.stderr + result.stdout
     assert list(run.glob("wandb/offline-run-*/run-*.wandb"))
     assert not (tmp_path / ".cache" / "wandb").exists()
