@@ -49,6 +49,13 @@ def cli_env(cwd: Path, env: dict[str, str | None] | None = None) -> dict[str, st
     return full_env
 
 
+def killed_run_env(cwd: Path) -> dict[str, str | None]:
+    """``env`` for a run the test kills: a killed process cannot remove its temporary folders
+    (W&B makes two at import), so they go under ``cwd/tmp`` rather than the machine's /tmp."""
+    (cwd / "tmp").mkdir(exist_ok=True)
+    return {"TMPDIR": str(cwd / "tmp")}
+
+
 def run_cli(args: list[str], cwd: Path, env: dict[str, str | None] | None = None,
             timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """``python -m pnode_zoo ARGS`` in ``cwd`` (see ``cli_env``)."""

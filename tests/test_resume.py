@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import NARROW_DIGITS, REPO, TIMEOUT, read_metrics, run_cli, run_dirs, start_cli
+from clitools import (
+    NARROW_DIGITS,
+    REPO,
+    TIMEOUT,
+    killed_run_env,
+    read_metrics,
+    run_cli,
+    run_dirs,
+    start_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +55,7 @@ def _children(pid: int) -> list[int]:
 def _kill_in_second_epoch(cwd: Path, args: list[str], victim: str) -> None:
     """Start a fit; once a step of the second epoch is logged, SIGKILL it (``victim="run"``)
     or its second rank (``"rank1"``) and wait for the run to end."""
-    process = start_cli(args, cwd, cwd / "killed.log")
+    process = start_cli(args, cwd, cwd / "killed.log", killed_run_env(cwd))
     try:
         deadline = time.monotonic() + TIMEOUT
         while True:
