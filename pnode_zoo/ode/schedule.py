@@ -44,7 +44,8 @@ class SliceCosts:
     Measure them as the modelled pass runs them: for a training step with ``recompute`` off,
     ``fine``/``coarse`` are solves that keep their graph and the VJPs are the pull-backs
     alone; with ``recompute`` on, the solves run without a graph and each VJP includes its
-    re-run.
+    re-run (for a fixed-step F under ``unrolled``, the rebuild of its steps from the step
+    states the forward kept).
 
     Args:
         fine: F on one slice.

@@ -39,15 +39,16 @@ def test_forward_critical_path_by_hand():
 
 def test_unrolled_backward_mirrors_the_forward():
     # K = 2: coarse VJP sweeps over slices 3-2 (level 2), 3-1 (level 1), 3-0 (level 0), each
-    # VJP a re-run (1) and a pull-back (1); batched fine VJPs of slices 1-3 and 0-3, each a
-    # re-run by steps (8 + 8, see above) and a pull-back (8).
+    # VJP a re-run (1) and a pull-back (1); batched fine VJPs of slices 1-3 and 0-3, each
+    # rebuilding its steps' graphs from the step states the forward kept (8) and a pull-back
+    # (8): no re-run.
     stats = _run(fine_steps=2, max_iters=2, tol=0.0, backward="unrolled").stats
     assert stats.backward_iters == 2
     coarse = 2 * (2 + 3 + 4)
-    assert stats.critical_path_nfe(1, "backward") == coarse + 24 * 3 + 24 * 4
-    assert stats.critical_path_nfe(2, "backward") == coarse + 24 * 2 + 24 * 2
-    assert stats.critical_path_nfe(4, "backward") == coarse + 24 + 24
-    assert stats.nfe_coarse == 9 + 9 and stats.nfe_fine == 16 + 2 * 16
+    assert stats.critical_path_nfe(1, "backward") == coarse + 16 * 3 + 16 * 4
+    assert stats.critical_path_nfe(2, "backward") == coarse + 16 * 2 + 16 * 2
+    assert stats.critical_path_nfe(4, "backward") == coarse + 16 + 16
+    assert stats.nfe_coarse == 9 + 9 and stats.nfe_fine == 16 + 2 * 8
     # the forward's own graphs kept: no re-run, the pull-backs alone (1 per coarse VJP)
     kept = _run(fine_steps=2, max_iters=2, tol=0.0, backward="unrolled", recompute=False).stats
     assert kept.critical_path_nfe(4, "backward") == coarse // 2 + 8 + 8
@@ -73,8 +74,9 @@ def test_backward_critical_path_by_hand():
 def test_timeline_covers_every_solve():
     stats = _run(fine_steps=2, max_iters=2, tol=0.0).stats
     kinds = [kind for kind, _, _ in stats.timeline]
-    # forward: 9 coarse steps, 2 fine solves; backward: 9 coarse and 2 fine re-runs + VJPs
-    assert kinds.count("coarse") == 9 + 2 * 9 and kinds.count("fine") == 2 + 2 * 2
+    # forward: 9 coarse steps, 2 fine solves; backward: 9 coarse re-runs + VJPs, 2 fine VJPs
+    # (from the forward's step states: no fine re-run)
+    assert kinds.count("coarse") == 9 + 2 * 9 and kinds.count("fine") == 2 + 2
     assert all(start <= stop for _, start, stop in stats.timeline)
     coarse = sum(stop - start for kind, start, stop in stats.timeline if kind == "coarse")
     assert coarse == pytest.approx(stats.time_coarse)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pnode_zoo.ode.parareal.iteration import iterate
-from pnode_zoo.ode.parareal.problem import Linearization, ParamGrads, Problem
+from pnode_zoo.ode.parareal.problem import Linearization, ParamGrads, Problem, fine_solve
 
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
@@ -78,6 +78,25 @@ class Tape:
         return self.coarse_set.value
 
 
+class Paths:
+    """The step states of the forward's fine solves, kept for ``unrolled`` when ``recompute``
+    is on and F takes fixed steps: the backward rebuilds each step's graph from them instead
+    of re-running F first, one fine solve per level fewer (memory: the step states of the K
+    levels, where a re-run holds one level's at a time). ``fine[j]`` took level j to j+1.
+
+    Args:
+        problem: the call.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.fine: list[torch.Tensor] = []
+
+    def fine_solve(self, slices: range, states: torch.Tensor) -> torch.Tensor:
+        self.fine.append(fine_solve(self.problem, slices, states, path=True))
+        return self.fine[-1][-1]
+
+
 def unrolled(
     problem: Problem,
     levels: list[torch.Tensor],
@@ -85,6 +104,7 @@ def unrolled(
     guessed: bool,
     grads: ParamGrads | None,
     tape: Tape | None = None,
+    paths: Paths | None = None,
 ) -> torch.Tensor:
     """dL/dx0 through the K forward iterations (``levels`` = U^0..U^K); adds dL/dθ to grads.
 
@@ -95,6 +115,7 @@ def unrolled(
         guessed: U^0 was a guess (constant), not the coarse sweep.
         grads: accumulator of the parameter gradients, or None.
         tape: the forward's linearisations (None: re-run the propagators at ``levels``).
+        paths: the forward's fine step states (re-run only the coarse propagator).
     """
     own, group = problem.own, problem.group
     lo, hi = own.start, own.stop
@@ -115,7 +136,7 @@ def unrolled(
         cot[lo] = 0
         checks.append((k, torch.isfinite(cot[lo + 1 : hi + 1]).flatten(1).all(dim=1)))
         if k > 0:
-            upper, cot = cot, _fine_level(problem, k, levels, cot, guessed, grads, tape)
+            upper, cot = cot, _fine_level(problem, k, levels, cot, guessed, grads, tape, paths)
     code = _non_finite_code(problem, checks)
     if group is not None:  # dL/dx0 is zero off the first rank: the sum is its broadcast
         code = _reduce(group, grads, x0_grad, code)
@@ -160,6 +181,7 @@ def _fine_level(
     guessed: bool,
     grads: ParamGrads | None,
     tape: Tape | None,
+    paths: Paths | None,
 ) -> torch.Tensor:
     """a^k-1 from a^k: the level's fine VJPs (one batched call) and the copied rows."""
     lo, hi = problem.own.start, problem.own.stop
@@ -168,7 +190,7 @@ def _fine_level(
     if first < hi:
         run = tape.fine[k - 1] if tape is not None else Linearization(
             problem, "fine", range(first, hi), levels[k - 1][first:hi], wrt_state=True,
-            wrt_params=need)
+            wrt_params=need, path=None if paths is None else paths.fine[k - 1])
         below[first:hi] = run.pull(cot[first + 1 : hi + 1], grads)
     if guessed and k == 1 and need and lo < hi:
         # - G_n(guess_n) at level 1: the guess is a constant, only θ gets a gradient (the

@@ -43,6 +43,7 @@ def solve_forward(
     guess: torch.Tensor | None,
     keep_levels: bool,
     tape: adjoints.Tape | None = None,
+    paths: adjoints.Paths | None = None,
 ) -> Sweep:
     """Run the forward iteration and record its statistics.
 
@@ -52,6 +53,7 @@ def solve_forward(
         guess: states to start from instead of the coarse sweep, or None.
         keep_levels: keep every iteration's states (for the unrolled gradient).
         tape: run the propagators through this tape, which keeps their graphs.
+        paths: run the fine solves through this, which keeps their step states.
     """
 
     def where(boundary: int, iteration: int) -> str:
@@ -63,7 +65,8 @@ def solve_forward(
     with _recording(problem):
         sweep = iterate(
             x0,
-            tape.fine_solve if tape else lambda slices, x: fine_solve(problem, slices, x),
+            tape.fine_solve if tape else paths.fine_solve if paths else (
+                lambda slices, x: fine_solve(problem, slices, x)),
             tape.coarse_step if tape else lambda n, x: coarse_step(problem, n, x),
             num_slices=problem.num_slices,
             max_iters=problem.max_iters,
@@ -92,13 +95,15 @@ def solve_backward(
     guessed: bool,
     need_params: bool,
     tape: adjoints.Tape | None = None,
+    paths: adjoints.Paths | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """dL/dx0 and (if asked) dL/dθ, in ``SliceFields.parameters`` order, by the call's mode."""
     grads = ParamGrads(problem) if need_params else None
     mode = problem.options.backward
     with _recording(problem):
         if mode == "unrolled":
-            grad_x0 = adjoints.unrolled(problem, levels, grad_states, guessed, grads, tape)
+            grad_x0 = adjoints.unrolled(problem, levels, grad_states, guessed, grads, tape,
+                                        paths)
             problem.stats.backward_iters = len(levels) - 1
         elif mode == "fine_adjoint":
             grad_x0 = adjoints.fine_adjoint(problem, states, grad_states, grads)
@@ -131,11 +136,13 @@ class _Parareal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: Problem, x0: torch.Tensor, guess, *params: torch.Tensor):
         unrolled, guessed = problem.options.backward == "unrolled", guess is not None
-        tape = None
+        tape = paths = None
         if not problem.options.recompute:
             tape = adjoints.Tape(problem, any(ctx.needs_input_grad[3:]), guessed)
-        sweep = solve_forward(problem, x0, guess, keep_levels=unrolled, tape=tape)
-        ctx.problem, ctx.guessed, ctx.tape = problem, guessed, tape
+        elif unrolled and problem.fine.info.kind == "fixed" and problem.fine.steps > 1:
+            paths = adjoints.Paths(problem)
+        sweep = solve_forward(problem, x0, guess, keep_levels=unrolled, tape=tape, paths=paths)
+        ctx.problem, ctx.guessed, ctx.tape, ctx.paths = problem, guessed, tape, paths
         ctx.save_for_backward(sweep.states, *sweep.levels)
         return sweep.states
 
@@ -145,9 +152,10 @@ class _Parareal(torch.autograd.Function):
         states, *levels = ctx.saved_tensors
         need_params = any(ctx.needs_input_grad[3:])
         grad_x0, param_grads = solve_backward(
-            ctx.problem, states, levels, grad_states, ctx.guessed, need_params, ctx.tape
+            ctx.problem, states, levels, grad_states, ctx.guessed, need_params, ctx.tape,
+            ctx.paths,
         )
-        ctx.tape = None  # free the graphs
+        ctx.tape = ctx.paths = None  # free the graphs and step states
         if param_grads is None:
             param_grads = [None] * (len(ctx.needs_input_grad) - 3)
         return None, grad_x0 if ctx.needs_input_grad[1] else None, None, *param_grads

@@ -150,10 +150,14 @@ def _stacked(problem: Problem, slices: range, batched: bool) -> Stacked | None:
     return select(problem.stacked, slices) if batched or len(slices) > 1 else None
 
 
-def fine_solve(problem: Problem, slices: range, states: torch.Tensor) -> torch.Tensor:
-    """F_n(states[i]) for n = slices[i] (states stacked on dim 0), as one batched solve."""
+def fine_solve(
+    problem: Problem, slices: range, states: torch.Tensor, path: bool = False
+) -> torch.Tensor:
+    """F_n(states[i]) for n = slices[i] (states stacked on dim 0), as one batched solve; with
+    ``path`` (fixed-step F only) the state after every step, [steps, *states.shape]."""
+    steps = range(problem.fine.steps) if path else None
     out, work, when = _propagate(
-        problem, problem.fine, slices, states, _stacked(problem, slices, batched=True)
+        problem, problem.fine, slices, states, _stacked(problem, slices, batched=True), steps
     )
     problem.stats.record("forward", "fine", slices, work, [when], work.nfe, batched=True)
     return out
@@ -183,8 +187,9 @@ class Linearization:
     graphs are kept (``PararealOptions.recompute`` off). A re-run of a fixed-step method with
     several steps keeps no graph: it saves the state after every step and a pull-back rebuilds
     one step's graph at a time, last step first, so memory holds the step states and a single
-    step's graph, not the whole solve's. The run is recorded in the stats on construction,
-    each pull-back when it happens.
+    step's graph, not the whole solve's. Given the step states the forward pass already
+    computed (``path``), nothing is re-run: the pull-back rebuilds its steps from them. The
+    run is recorded in the stats on construction, each pull-back when it happens.
 
     Args:
         problem: the call.
@@ -195,6 +200,8 @@ class Linearization:
         wrt_params: pull-backs also give the parameters' gradients.
         batched: how the cost model counts it (batched across slices, or sequential).
         phase: ``"backward"`` for a re-run, ``"forward"`` for a run of the forward pass.
+        path: the run's step states from the forward pass (``fine_solve(..., path=True)`` of
+            these ``states``), instead of a re-run.
     """
 
     def __init__(
@@ -208,6 +215,7 @@ class Linearization:
         wrt_params: bool,
         batched: bool = True,
         phase: str = "backward",
+        path: torch.Tensor | None = None,
     ) -> None:
         self.problem, self.kind, self.slices, self.batched = problem, kind, slices, batched
         self.wrt_state, self.wrt_params = wrt_state, wrt_params
@@ -224,8 +232,11 @@ class Linearization:
         # A kept graph (forward phase) saves its input; the forward writes the states' buffer
         # in place afterwards, so the input must not share that buffer's storage.
         self.start = states.detach().clone() if phase == "forward" else states.detach()
-        self.stepwise = (phase == "backward" and propagator.info.kind == "fixed"
-                         and propagator.steps > 1)
+        fixed_steps = propagator.info.kind == "fixed" and propagator.steps > 1
+        self.stepwise = path is not None or (phase == "backward" and fixed_steps)
+        if path is not None:
+            self.nfe, self.path, self.value = None, path, path[-1]  # nfe: see ``pull``
+            return
         with torch.set_grad_enabled(not self.stepwise):
             x = self.start.requires_grad_(wrt_state and not self.stepwise)
             out, work, when = _propagate(problem, propagator, slices, x, selected,
@@ -258,7 +269,9 @@ class Linearization:
                 pulled = torch.autograd.grad(self.out, self.inputs, cotangents,
                                              retain_graph=keep, allow_unused=True)
                 work = Work()
-        units = self.nfe + work.nfe  # the pull-back, and a step-wise re-run's graphs
+        # an f-VJP per evaluation of the run (a kept path's run took the steps its rebuild
+        # took), and the evaluations of a step-wise pull-back's rebuilt graphs
+        units = (work.nfe if self.nfe is None else self.nfe) + work.nfe
         self.problem.stats.record("backward", self.kind, self.slices, work,
                                   [(tic, clock(device))], units, self.batched)
         if grads is not None:
