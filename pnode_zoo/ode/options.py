@@ -60,8 +60,8 @@ class PararealOptions:
             shape, dtype and device match, instead of the coarse sweep.
         recompute: re-run the propagators in the backward pass, keeping only the states from
             the forward pass between the passes; a fixed-step method re-runs without a graph,
-            saving its step states, then rebuilds one step's graph at a time (memory: the
-            states and one step's graph); under ``unrolled`` a fixed-step F keeps the forward's
+            saving its step states, then rebuilds a few steps' graphs at a time (memory: the
+            states and four steps' graphs); under ``unrolled`` a fixed-step F keeps the forward's
             own step states instead of re-running (memory: those of the K levels), so a
             training step costs one more fine solve than with graphs kept. False keeps the
             forward's autograd graphs instead (a faster backward; memory grows with steps and

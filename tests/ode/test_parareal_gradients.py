@@ -73,7 +73,8 @@ def test_gradcheck_implicit_propagators():
 @pytest.mark.parametrize("backward", ["unrolled", "fine_adjoint", "parareal_adjoint"])
 @pytest.mark.parametrize("trajectory", [False, True])
 def test_output_and_gradients_match_torchdiffeq(backward, trajectory):
-    n, steps, t0, t1 = 4, 3, 0.5, 2.0
+    # 6 steps: a step-wise pull-back rebuilds them in two sets (REBUILT_STEPS = 4), 2 to 6, 0 to 2
+    n, steps, t0, t1 = 4, 6, 0.5, 2.0
     field = MLPVectorField(3, hidden=16, layers=2).double()
     x0 = torch.randn(5, 3, dtype=F64)
     weights = torch.randn(n + 1, 5, 3, dtype=F64)  # a loss that sees every boundary
@@ -177,7 +178,7 @@ def _textbook_parareal(fields, x0, times, k_max, fine_steps, guess=None):
 def test_unrolled_gradient_is_autograd_through_the_iterations(
     per_slice, trajectory, guessed, recompute, make_field
 ):
-    n, steps, t0, t1 = 4, 3, 0.2, 1.7
+    n, steps, t0, t1 = 4, 6, 0.2, 1.7  # two sets of rebuilt steps, as above
     fields = [make_field() for _ in range(n)] if per_slice else [make_field()] * n
     params = [p for f in (fields if per_slice else fields[:1]) for p in f.parameters()]
     x0 = torch.randn(5, 2, dtype=F64)

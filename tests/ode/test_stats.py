@@ -31,7 +31,7 @@ def test_forward_critical_path_by_hand():
     assert stats.modelled_speedup(4) == pytest.approx(32 / 25)
     # f calls, forward + backward: coarse 4 + 3 + 2, then one coarse graph per slice (4);
     # fine 2 x 8, then 4 adjoint iterations and the parameter VJP each re-run F twice (8 with
-    # no graph, saving each step's state; 8 more one step at a time, with its graph)
+    # no graph, saving each step's state; 8 more rebuilding the steps' graphs)
     assert stats.backward_iters == 4
     assert stats.nfe_coarse == 9 + 4 and stats.nfe_fine == 16 + 5 * 16
     assert not stats.converged and stats.tol == 0.0
