@@ -80,7 +80,7 @@ class Tape:
 
 class Paths:
     """The step states of the forward's fine solves, kept for ``unrolled`` when ``recompute``
-    is on and F takes fixed steps: the backward rebuilds each step's graph from them instead
+    is on and F takes fixed steps: the backward rebuilds the steps' graphs from them instead
     of re-running F first, one fine solve per level fewer (memory: the step states of the K
     levels, where a re-run holds one level's at a time). ``fine[j]`` took level j to j+1.
 

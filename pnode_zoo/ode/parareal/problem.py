@@ -25,9 +25,9 @@ from pnode_zoo.ode.stats import PararealStats
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
 
-#: Steps whose graphs a step-wise pull-back rebuilds at once. One at a time pays the solver
-#: call and autograd launch per step (about a fifth of the VJP's time for a small MLP field);
-#: four hold four steps' graphs, still the same whatever the number of steps.
+#: Steps whose graphs a step-wise pull-back rebuilds at once. One at a time pays a solver call
+#: and an autograd launch per step (about a tenth of the backward's time for a small MLP field);
+#: four hold four steps' graphs, the same whatever the number of steps.
 REBUILT_STEPS = 4
 
 
