@@ -30,10 +30,10 @@ def test_forward_critical_path_by_hand():
     assert stats.serial_fine_nfe() == 32
     assert stats.modelled_speedup(4) == pytest.approx(32 / 25)
     # f calls, forward + backward: coarse 4 + 3 + 2, then one coarse graph per slice (4);
-    # fine 2 x 8, then 4 adjoint iterations and the parameter VJP each re-run F twice (8 with
-    # no graph, saving each step's state; 8 more rebuilding the steps' graphs)
+    # fine 2 x 8, then one re-run of F on all slices with no graph, saving each step's state
+    # (8), and 4 adjoint iterations and the parameter VJP each rebuilding the steps' graphs (8)
     assert stats.backward_iters == 4
-    assert stats.nfe_coarse == 9 + 4 and stats.nfe_fine == 16 + 5 * 16
+    assert stats.nfe_coarse == 9 + 4 and stats.nfe_fine == 16 + 8 + 5 * 8
     assert not stats.converged and stats.tol == 0.0
 
 
@@ -62,13 +62,14 @@ def test_backward_critical_path_by_hand():
     assert serial.critical_path_nfe(4, "backward") == 4 * 24
     total = serial.critical_path_nfe(4, "forward") + 4 * 24
     assert serial.critical_path_nfe(4, "total") == total
-    # parareal adjoint with 1 iteration: coarse VJP sweep (graph 1 + VJP 1, per slice),
-    # fine VJPs of all slices (24 per rank), coarse VJPs of slices 2,1,0 (1 each), then the
-    # parameter VJP over all slices (24 per rank).
+    # parareal adjoint with 1 iteration: coarse VJP sweep (graph 1 + VJP 1, per slice), one
+    # re-run of F saving its step states (8 per rank), fine VJPs of all slices rebuilding the
+    # steps (16 per rank), coarse VJPs of slices 2,1,0 (1 each), then the parameter VJP over
+    # all slices (16 per rank).
     inexact = _run(fine_steps=2, backward="parareal_adjoint", backward_max_iters=1,
                    backward_tol=0.0, tol=0.0).stats
     assert inexact.backward_iters == 1 and len(inexact.backward_residuals) == 1
-    assert inexact.critical_path_nfe(4, "backward") == 4 * 2 + 24 + 3 + 24
+    assert inexact.critical_path_nfe(4, "backward") == 4 * 2 + 8 + 16 + 3 + 16
 
 
 def test_timeline_covers_every_solve():

@@ -262,13 +262,26 @@ def parareal_adjoint(
 ) -> torch.Tensor:
     """lambda_0 of the fine adjoint at ``states``, by parareal backwards in time; adds dL/dθ."""
     own, group, n_slices = problem.own, problem.group, problem.num_slices
+    # Every fine VJP is taken at the same forward states: a fixed-step F re-runs once, on all
+    # owned slices, and each VJP rebuilds its steps from that run's step states.
+    stepwise = problem.fine.info.kind == "fixed" and problem.fine.steps > 1
+    fine_paths: list[torch.Tensor] = []
+
+    def fine_run(slices: range, wrt_state: bool, wrt_params: bool) -> Linearization:
+        path = None
+        if stepwise:
+            if not fine_paths:
+                fine_paths.append(Linearization(
+                    problem, "fine", own, states[own.start : own.stop], wrt_state=True,
+                    wrt_params=False).path)
+            path = fine_paths[0][:, slices.start - own.start : slices.stop - own.start]
+        return Linearization(problem, "fine", slices, states[slices.start : slices.stop],
+                             wrt_state=wrt_state, wrt_params=wrt_params, path=path)
 
     def fine(slices: range, cotangents: torch.Tensor) -> torch.Tensor:
         # Iteration index j runs backwards in time: boundary j holds lambda_(N-j).
         owned = range(n_slices - slices.stop, n_slices - slices.start)
-        run = Linearization(problem, "fine", owned, states[owned.start : owned.stop],
-                            wrt_state=True, wrt_params=False)
-        return run.pull(cotangents.flip(0)).flip(0)
+        return fine_run(owned, True, False).pull(cotangents.flip(0)).flip(0)
 
     coarse_runs: dict[int, Linearization] = {}
 
@@ -296,9 +309,7 @@ def parareal_adjoint(
     problem.stats.backward_residuals = sweep.residuals
     lams = sweep.states.flip(0)
     if grads is not None:
-        run = Linearization(problem, "fine", own, states[own.start : own.stop],
-                            wrt_state=False, wrt_params=True)
-        run.pull(lams[own.start + 1 : own.stop + 1], grads)
+        fine_run(own, False, True).pull(lams[own.start + 1 : own.stop + 1], grads)
         if group is not None:
             group.sum_(grads.tensors)
     return lams[0]
