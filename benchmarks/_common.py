@@ -8,6 +8,7 @@ tree first on ``sys.path``: the benchmarks measure the checkout they sit in.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -21,6 +22,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 #: where results go; PNODE_BENCH_OUT moves them (e.g. for a trial run at toy sizes)
@@ -112,6 +115,41 @@ def write_results(name: str, result: dict, markdown: str) -> Path:
     path = OUT_DIR / f"{name}.md"
     path.write_text(markdown)
     return path
+
+
+def previous_tasks(name: str, reps: int) -> dict[str, dict]:
+    """The tasks of the last written NAME.json with as many repetitions, by task name (none if
+    absent), each with the environment it was measured in: a rerun of some tasks keeps the
+    others' results.
+
+    Args:
+        name: the benchmark's result name (``docs/benchmarks/NAME.json``).
+        reps: repetitions of the new run; results with another count are not kept.
+    """
+    path = OUT_DIR / f"{name}.json"
+    last = json.loads(path.read_text()) if path.exists() else {}
+    if last.get("reps") != reps:
+        return {}
+    return {task["task"]: {"environment": last["environment"], **task} for task in last["tasks"]}
+
+
+def with_overrides(config: dict, overrides: Sequence[str]) -> dict:
+    """A parsed YAML config with ``--a.b.c=value`` command-line overrides merged into it (the
+    CLI would replace a dict-valued key such as ``arch_args.parareal`` whole).
+
+    Args:
+        config: the parsed config (not modified).
+        overrides: ``--dotted.key=yaml-value`` strings.
+    """
+    config = copy.deepcopy(config)
+    for override in overrides:
+        keys, value = override.removeprefix("--").split("=", 1)
+        *parents, last = keys.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = yaml.safe_load(value)
+    return config
 
 
 def save_figure(fig, axes, path: Path) -> None:

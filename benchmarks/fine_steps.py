@@ -32,8 +32,10 @@ from _common import (
     fit_curve,
     fmt_spread,
     header,
+    previous_tasks,
     save_figure,
     spread,
+    with_overrides,
     write_results,
 )
 
@@ -103,19 +105,6 @@ def needed_steps(rows: list[dict], accuracy: bool) -> int:
     best = (max if accuracy else min)(rows, key=lambda row: row["metric"]["median"])
     low, high = best["metric"]["min"], best["metric"]["max"]
     return min(row["steps"] for row in rows if low <= row["metric"]["median"] <= high)
-
-
-def with_overrides(config: dict, overrides: list[str]) -> dict:
-    """``config`` (a parsed YAML) with ``--a.b.c=value`` overrides applied."""
-    config = copy.deepcopy(config)
-    for override in overrides:
-        keys, value = override.removeprefix("--").split("=", 1)
-        *parents, last = keys.split(".")
-        node = config
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = yaml.safe_load(value)
-    return config
 
 
 def parareal_bound(task: str, steps: int, workdir: Path) -> list[dict]:
@@ -224,15 +213,6 @@ def plot(result: dict, path: Path) -> None:
     save_figure(fig, axes[0], path)
 
 
-def previous_tasks(reps: int) -> dict[str, dict]:
-    """The tasks of the last written results with as many seeds, by name (none if absent)."""
-    path = OUT_DIR / "fine_steps.json"
-    last = json.loads(path.read_text()) if path.exists() else {}
-    if last.get("reps") != reps:
-        return {}
-    return {task["task"]: {"environment": last["environment"], **task} for task in last["tasks"]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(TASKS))
@@ -250,7 +230,7 @@ def main() -> None:
         fits = list(pool.map(lambda job: run_fit(*job, workdir), jobs))
         tasks = {task: summarise(task, [f for f in fits if f["task"] == task], workdir, env)
                  for task in args.tasks}
-    kept = previous_tasks(args.reps)
+    kept = previous_tasks("fine_steps", args.reps)
     result = {"environment": env, "reps": args.reps,
               "tasks": [tasks.get(name) or kept[name] for name in TASKS
                         if name in tasks or name in kept]}
