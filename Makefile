@@ -16,7 +16,7 @@ bench:
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/comm_model.py $(BENCH_ARGS)
 	$(PY) benchmarks/wandb_overhead.py
-# Whole fits, plain NODE against parareal on 1 and 2 ranks, 3 seeds (about 1 hour; not in bench).
+# Whole fits, plain NODE against parareal on 1 and 2 ranks, 3 tasks x 3 seeds (about 1 h 45 min; not in bench).
 time-to-accuracy:
 	$(PY) benchmarks/time_to_accuracy.py
 # The plain NODE's final test metric against RK4 steps per interval, 3 seeds (about 80 minutes).

@@ -128,14 +128,20 @@ def test_time_to_accuracy_targets_and_speedups():
         "a2": [_curve(acc, [(6, 0.5), (12, 0.92)]), _curve(acc, [(9, 0.7), (18, 0.96)])],
         "b": [_curve(acc, [(5, 0.93), (10, 0.94)]), _curve(acc, [(4, 0.8), (8, 0.96)])],
         "c": [_curve(acc, [(3, 0.1), (6, 0.2)]), _curve(acc, [(2, 0.99), (4, 0.99)])],
+        "d": [_curve(acc, [(1, 0.5), (2, 0.6)]), _curve(acc, [(1, 0.7), (2, 0.8)])],
     }
-    task = time_to_accuracy.summarise("t", curves)
+    env = {"command": "c", "commit": "abc", "date": "now", "torch": "2", "python": "3",
+           "threads": "1", "cores": 2, "cpu": "x"}
+    task = time_to_accuracy.summarise("t", curves, env)
     assert task["a_threads"] == ["a2", "a1"]
     assert task["target"] == 0.92  # the worse final metric of (a)
     assert task["runs"]["a"]["times_to_target"] == [12, 16]
     assert task["runs"]["b"]["times_to_target"] == [5, 8]
     assert task["runs"]["b"]["speedup"] == {"median": 2.2, "min": 2.0, "max": 2.4}
     assert task["runs"]["c"]["times_to_target"] == [float("inf"), 2]  # never reached: inf
+    assert task["runs"]["d"]["speedup"] == {"median": 0.0, "min": 0.0, "max": 0.0}
+    row = time_to_accuracy.markdown({"reps": 2, "tasks": [task]}).splitlines()[6]
+    assert row.startswith("| t | test/acc 0.92 | 14.0 s") and "never, test/acc 0.7, 0.00" in row
     # an error metric is reached from above
     mse = _curve("test/mse", [(1, 0.3), (2, 0.1), (3, 0.2)])
     assert time_to_accuracy.reached(mse, 0.15) == 2
