@@ -27,6 +27,7 @@ class Setup:
         iters: cap on K (None: N).
         t1: the time horizon [0, t1].
         tol: parareal's stopping tolerance (0: a fixed K).
+        micro_batches: ``backward_micro_batches`` of ``parareal_fine_adjoint``.
     """
 
     dim: int = 64
@@ -38,6 +39,7 @@ class Setup:
     iters: int | None = 1
     t1: float = 1.0
     tol: float = 0.0
+    micro_batches: int = 1
 
     def model(self, kind: str) -> nn.Sequential:
         """block -> linear head, the same weights for every kind: ``odeint``,
@@ -56,6 +58,8 @@ class Setup:
                 max_iters=self.iters, tol=self.tol,
                 recompute=kind in ("parareal_recompute", "parareal_fine_adjoint"),
                 backward="fine_adjoint" if kind == "parareal_fine_adjoint" else "unrolled",
+                backward_micro_batches=self.micro_batches if kind == "parareal_fine_adjoint"
+                else 1,
             )
         return nn.Sequential(block, head)
 

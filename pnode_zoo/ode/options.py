@@ -56,6 +56,12 @@ class PararealOptions:
             parareal, with ``backward_max_iters``/``backward_tol``; exact at N iterations.
         backward_max_iters: cap on the adjoint parareal iterations (None: N).
         backward_tol: adjoint stopping tolerance (None: ``tol``).
+        backward_micro_batches: parts of the batch whose ``fine_adjoint`` chains run one
+            after the other, so that on a time group a rank starts a part's adjoint as soon as
+            that part's cotangent arrives while the next rank works on the next part (the chain
+            pipelined across ranks, at most P·M/(M + P - 1) times faster on P ranks). The
+            samples' chains are independent, so the gradient is the same for any number of
+            parts (to rounding; an adaptive F steps each part on its own). 1: one chain.
         warm_start: start the forward iteration from the previous call's trajectory when its
             shape, dtype and device match, instead of the coarse sweep.
         recompute: re-run the propagators in the backward pass, keeping only the states from
@@ -83,6 +89,7 @@ class PararealOptions:
     backward: str = "unrolled"
     backward_max_iters: int | None = None
     backward_tol: float | None = None
+    backward_micro_batches: int = 1
     warm_start: bool = False
     recompute: bool = True
 
@@ -100,6 +107,13 @@ class PararealOptions:
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not (number and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        _check_int("backward_micro_batches", self.backward_micro_batches, 1)
+        if self.backward_micro_batches > 1 and self.backward != "fine_adjoint":
+            raise ValueError(
+                f"backward_micro_batches={self.backward_micro_batches} needs "
+                f"backward='fine_adjoint' (the only sequential chain it pipelines), got "
+                f"{self.backward!r}"
+            )
         if self.backward in _RENAMED:
             raise ValueError(
                 f"backward={self.backward!r} was renamed: use {_RENAMED[self.backward]!r} "

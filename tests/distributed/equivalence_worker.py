@@ -29,6 +29,12 @@ CASES = {
     # time_per_sample, vmapped over the slices as a torchdiffeq field is)
     "shared_fine_adjoint": {"backward": "fine_adjoint"},
     "shared_parareal_adjoint": {"backward": "parareal_adjoint"},
+    # the fine adjoint chain pipelined over parts of the batch; the reference runs it whole
+    "shared_fine_adjoint_micro_batches": {"backward": "fine_adjoint",
+                                          "backward_micro_batches": 3},
+    "per_slice_fine_adjoint_trajectory_micro_batches": {
+        "per_slice": True, "backward": "fine_adjoint", "trajectory": True,
+        "backward_micro_batches": 8},
     "shared_inexact": {"backward": "parareal_adjoint", "max_iters": 1, "backward_max_iters": 1},
     "per_slice_fine_adjoint_trajectory": {"per_slice": True, "backward": "fine_adjoint",
                                           "trajectory": True},
@@ -95,7 +101,8 @@ def worker(rank: int, world: int, store: str, specs: list[str], path: str) -> No
         time_size, case = int(spec.split(":")[0]), spec.split(":")[1]
         data_groups, data_index = world // time_size, rank // time_size
         torch.manual_seed(0)
-        reference = Net(**CASES[case])
+        whole = {k: v for k, v in CASES[case].items() if k != "backward_micro_batches"}
+        reference = Net(**whole)
         x = torch.randn(BATCH, 3)
         ref_out, ref_grads, ref_x_grad = run(reference, x)
         model = Net(**CASES[case])

@@ -36,7 +36,8 @@ def test_four_ranks_time_and_data_groups(tmp_path: Path) -> None:
              "4:shared_unrolled_k1", "4:per_slice_unrolled_k2_trajectory",
              "4:shared_unrolled_tol_vmap", "2:shared_parareal_adjoint",
              "2:per_slice_fine_adjoint_trajectory", "2:per_slice_unrolled_kn",
-             "4:per_slice_unrolled_kept_graphs_trajectory"]
+             "4:per_slice_unrolled_kept_graphs_trajectory", "4:shared_fine_adjoint_micro_batches",
+             "2:per_slice_fine_adjoint_trajectory_micro_batches"]
     errors = _run(4, specs, tmp_path)
     assert set(errors) == set(specs)
     assert all(e <= TOLERANCE for e in errors.values()), errors

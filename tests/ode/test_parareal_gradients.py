@@ -70,9 +70,15 @@ def test_gradcheck_implicit_propagators():
     _gradcheck(block, torch.randn(2, 2, dtype=F64))
 
 
-@pytest.mark.parametrize("backward", ["unrolled", "fine_adjoint", "parareal_adjoint"])
+@pytest.mark.parametrize("options", [
+    {"backward": "unrolled"}, {"backward": "fine_adjoint"}, {"backward": "parareal_adjoint"},
+    # the chain run for 2 parts of the batch (2 and 3 samples), and for each sample alone
+    {"backward": "fine_adjoint", "backward_micro_batches": 2},
+    {"backward": "fine_adjoint", "backward_micro_batches": 9},
+], ids=["unrolled", "fine_adjoint", "parareal_adjoint", "fine_adjoint_2_parts",
+        "fine_adjoint_per_sample"])
 @pytest.mark.parametrize("trajectory", [False, True])
-def test_output_and_gradients_match_torchdiffeq(backward, trajectory):
+def test_output_and_gradients_match_torchdiffeq(options, trajectory):
     # 6 steps: a step-wise pull-back rebuilds them in two sets (REBUILT_STEPS = 4), 2 to 6, 0 to 2
     n, steps, t0, t1 = 4, 6, 0.5, 2.0
     field = MLPVectorField(3, hidden=16, layers=2).double()
@@ -85,8 +91,8 @@ def test_output_and_gradients_match_torchdiffeq(backward, trajectory):
 
     x = x0.clone().requires_grad_()
     block = PararealODEBlock(
-        field, t0, t1, num_slices=n, fine_steps=steps, tol=0.0, backward=backward,
-        return_trajectory=trajectory,
+        field, t0, t1, num_slices=n, fine_steps=steps, tol=0.0, return_trajectory=trajectory,
+        **options,
     )
     out = block(x)
     grads = torch.autograd.grad(loss(out), [x, *params])

@@ -15,7 +15,10 @@ of the whole level, a^k-1_n += (dF_n/dU^k-1_n)^T a^k_n+1, plus the copied rows j
 mirrors the forward's: K coarse VJP sweeps and K batched fine VJPs, parallel in time.
 
 ``fine_adjoint``: the discrete adjoint of the fine propagators at the forward states,
-lambda_n = (dF_n/dU_n)^T lambda_n+1 + dL/dU_n, a sequential chain of fine VJPs.
+lambda_n = (dF_n/dU_n)^T lambda_n+1 + dL/dU_n, a sequential chain of fine VJPs. The samples'
+chains are independent: run for parts of the batch in turn, the chain is pipelined across
+ranks (a rank starts a part as soon as its cotangent arrives, the next part being worked on
+by the rank after it).
 
 ``parareal_adjoint``: the same adjoint recurrence solved backwards in time by parareal, with
 VJPs of G as the coarse and batched VJPs of F as the fine propagator.
@@ -228,33 +231,48 @@ def _reduce(group: TimeGroup, grads: ParamGrads | None, shared: torch.Tensor,
 def fine_adjoint(
     problem: Problem, states: torch.Tensor, grad_states: torch.Tensor, grads: ParamGrads | None
 ) -> torch.Tensor:
-    """lambda_0 of the fine adjoint at ``states``, one slice after the other; adds dL/dθ."""
+    """lambda_0 of the fine adjoint at ``states``, one slice after the other, for each part of
+    the batch in turn (``backward_micro_batches``); adds dL/dθ."""
     own, group, n_slices = problem.own, problem.group, problem.num_slices
     backwards = None if group is None else group.reversed()
     jumps = grad_states if problem.return_trajectory else None
-    bad = -1  # the last slice whose adjoint is non-finite; ranks stay in step until told
-    for n in reversed(own):
-        run = Linearization(problem, "fine", range(n, n + 1), states[n : n + 1],
-                            wrt_state=True, wrt_params=grads is not None, batched=False)
-        if n == own.stop - 1:  # F_n was re-run while lambda_n+1 was on its way
-            last = own.stop == n_slices
-            lam = grad_states[n_slices] if last else backwards.recv_prev(states[0])
-        pulled = run.pull(lam[None], grads)[0]
-        lam = pulled if jumps is None else pulled + jumps[n]
-        if bad < 0 and not torch.isfinite(lam).all():
-            bad = n
-            if group is None:
-                break
-    if group is not None:
-        if own.start > 0:
-            backwards.send_next(lam)
+    lams, bad = [], -1  # the last slice whose adjoint is non-finite; ranks stay in step
+    for part in _batch_parts(states.shape[1], problem.options.backward_micro_batches):
+        for n in reversed(own):
+            run = Linearization(problem, "fine", range(n, n + 1), states[n : n + 1, part],
+                                wrt_state=True, wrt_params=grads is not None, batched=False)
+            if n == own.stop - 1:  # F_n was re-run while lambda_n+1 was on its way
+                last = own.stop == n_slices
+                lam = grad_states[n_slices, part] if last else backwards.recv_prev(
+                    states[0, part])
+            pulled = run.pull(lam[None], grads)[0]
+            lam = pulled if jumps is None else pulled + jumps[n, part]
+            if not torch.isfinite(lam).all():
+                bad = max(bad, n)
+                if group is None:
+                    break
+        if group is not None and own.start > 0:
+            backwards.send_next(lam)  # the previous rank starts on this part meanwhile
             lam = torch.zeros_like(lam)
+        lams.append(lam)
+        if bad >= 0 and group is None:
+            break
+    lam = torch.cat(lams)
+    if group is not None:
         bad = int(_reduce(group, grads, lam, bad))
     if bad >= 0:
         raise FloatingPointError(
             f"non-finite adjoint at the start of slice {bad} in the fine adjoint"
         )
     return lam
+
+
+def _batch_parts(size: int, parts: int) -> list[slice]:
+    """``parts`` contiguous parts of a batch of ``size`` samples, as equal as can be (one per
+    sample if there are fewer samples)."""
+    parts = min(parts, size)
+    bounds = [round(i * size / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def parareal_adjoint(
