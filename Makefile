@@ -1,7 +1,7 @@
 # Developer commands; each is also written out in the README.
 PY ?= .venv/bin/python
 
-.PHONY: setup lint test bench time-to-accuracy fine-steps
+.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
 lint:
@@ -22,3 +22,6 @@ time-to-accuracy:
 # The plain NODE's final test metric against RK4 steps per interval, 3 seeds (about 80 minutes).
 fine-steps:
 	$(PY) benchmarks/fine_steps.py
+# The fine adjoint's chain pipelined over parts of the batch on 2 ranks (about 6 minutes).
+adjoint-micro-batches:
+	$(PY) benchmarks/adjoint_micro_batches.py
