@@ -31,29 +31,25 @@ NARROW_DIGITS = ("--model.init_args.arch_args={width: 8, parareal: {num_slices: 
 
 
 def cli_env(cwd: Path, env: dict[str, str | None] | None = None) -> dict[str, str]:
-    """The environment of a CLI run in ``cwd``: W&B offline and out of the home folder, one thread.
+    """The environment of a CLI run in ``cwd``: W&B offline and out of the home folder, one
+    thread, temporary folders under ``cwd/.tmp`` (torchrun leaves its log folder behind, and a
+    killed process cannot remove the two W&B makes at import).
 
     ``env`` entries override the environment; a None value removes the variable.
     """
+    (cwd / ".tmp").mkdir(exist_ok=True)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PNODE_ZOO_"))}
     # One thread per process: tests start several processes at once (ranks, concurrent runs, a
     # second copy of the suite), and oversubscribed cores make torch's spinning threads crawl
     # (a short fit took 55 s with two threads on a busy 2-core machine, 12 s with one).
     full_env.update({"HOME": str(cwd), "WANDB_MODE": "offline", "PYTHONHASHSEED": "0",
-                     "OMP_NUM_THREADS": "1"})
+                     "OMP_NUM_THREADS": "1", "TMPDIR": str(cwd / ".tmp")})
     for key, value in (env or {}).items():
         if value is None:
             full_env.pop(key, None)
         else:
             full_env[key] = value
     return full_env
-
-
-def killed_run_env(cwd: Path) -> dict[str, str | None]:
-    """``env`` for a run the test kills: a killed process cannot remove its temporary folders
-    (W&B makes two at import), so they go under ``cwd/tmp`` rather than the machine's /tmp."""
-    (cwd / "tmp").mkdir(exist_ok=True)
-    return {"TMPDIR": str(cwd / "tmp")}
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str | None] | None = None,

@@ -19,7 +19,6 @@ from clitools import (
     NARROW_DIGITS,
     REPO,
     TIMEOUT,
-    killed_run_env,
     read_metrics,
     run_cli,
     run_dirs,
@@ -55,7 +54,7 @@ def _children(pid: int) -> list[int]:
 def _kill_in_second_epoch(cwd: Path, args: list[str], victim: str) -> None:
     """Start a fit; once a step of the second epoch is logged, SIGKILL it (``victim="run"``)
     or its second rank (``"rank1"``) and wait for the run to end."""
-    process = start_cli(args, cwd, cwd / "killed.log", killed_run_env(cwd))
+    process = start_cli(args, cwd, cwd / "killed.log")
     try:
         deadline = time.monotonic() + TIMEOUT
         while True:

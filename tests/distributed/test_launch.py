@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import NARROW_DIGITS, PNODE, REPO, TIMEOUT, cli_env, killed_run_env
+from clitools import NARROW_DIGITS, PNODE, REPO, TIMEOUT, cli_env
 
 CONFIG = str(REPO / "configs" / "digits" / "node_parareal.yaml")
 FIT = ["fit", "--config", CONFIG, NARROW_DIGITS, "--trainer.accelerator=cpu",
@@ -158,7 +158,7 @@ def test_a_lost_rank_ends_the_job_within_the_timeout(tmp_path: Path, signum: int
             "--trainer.limit_train_batches=50"]
     with (tmp_path / "out.txt").open("w") as log:
         rank0 = subprocess.Popen([*PNODE, *args], cwd=tmp_path,
-                                 env=cli_env(tmp_path, killed_run_env(tmp_path)),
+                                 env=cli_env(tmp_path),
                                  stdout=log, stderr=subprocess.STDOUT)
     rank1 = None
     try:
