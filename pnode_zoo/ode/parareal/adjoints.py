@@ -257,7 +257,7 @@ def fine_adjoint(
         lams.append(lam)
         if bad >= 0 and group is None:
             break
-    lam = torch.cat(lams)
+    lam = lams[0] if len(lams) == 1 else torch.cat(lams)
     if group is not None:
         bad = int(_reduce(group, grads, lam, bad))
     if bad >= 0:
@@ -269,8 +269,8 @@ def fine_adjoint(
 
 def _batch_parts(size: int, parts: int) -> list[slice]:
     """``parts`` contiguous parts of a batch of ``size`` samples, as equal as can be (one per
-    sample if there are fewer samples)."""
-    parts = min(parts, size)
+    sample if there are fewer samples; one, empty, for an empty batch)."""
+    parts = max(min(parts, size), 1)
     bounds = [round(i * size / parts) for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
