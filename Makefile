@@ -1,7 +1,7 @@
 # Developer commands; each is also written out in the README.
 PY ?= .venv/bin/python
 
-.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches
+.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches device-check
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
 lint:
@@ -25,3 +25,7 @@ fine-steps:
 # The fine adjoint's chain pipelined over parts of the batch on 2 ranks (about 6 minutes).
 adjoint-micro-batches:
 	$(PY) benchmarks/adjoint_micro_batches.py
+# On a machine with a CUDA device: the block's equivalence checks and its speed against odeint
+# there (docs/benchmarks/gpu.md); elsewhere one line and exit 0.
+device-check:
+	$(PY) benchmarks/device_check.py
