@@ -52,7 +52,7 @@ def exact(x: torch.Tensor, start: torch.Tensor, span: torch.Tensor) -> torch.Ten
 def test_the_method_table_is_what_the_readme_lists():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     listed = readme[readme.index("Methods by name:"):readme.index("K = N reproduces")]
-    assert sorted(re.findall(r"`(\w+)`", listed)) == sorted(SOLVERS)
+    assert sorted(set(re.findall(r"`(\w+)`", listed)) - {"rtol", "atol"}) == sorted(SOLVERS)
 
 
 def _propagate(method: str, x: torch.Tensor, steps: int = 1, rtol: float = 1e-7,
