@@ -183,8 +183,8 @@ class TimeParallelStrategy(DDPStrategy):
         super().on_exception(exception)
         print(
             f"time_parallel: rank {self.global_rank} of {self.world} stops on "
-            f"{type(exception).__name__}: {exception} (a rank that failed or was killed stops "
-            f"the others within the {self._timeout} collective timeout)",
+            f"{type(exception).__name__}: {exception} (a rank that raises stops the others at "
+            f"once, one killed or hung within the {self._timeout} collective timeout)",
             file=sys.stderr,
         )
 
