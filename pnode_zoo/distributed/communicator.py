@@ -48,9 +48,29 @@ class RankFailed(RuntimeError):
     """Another rank of the time group raised; the message names that rank and its exception."""
 
 
+_synchronised = False  # see ``synchronised_timers``
+
+
+@contextmanager
+def synchronised_timers() -> Iterator[None]:
+    """Inside, every timer reading (``clock``) on a CUDA device first waits for the device's
+    queued work: device times, at the cost of a device-wide synchronisation per reading (84
+    per training step of the default digits model), which also makes every send blocking.
+    Outside, the default, the timers read the host clock alone: exact on the CPU, and on a
+    GPU the time work was queued (torch.profiler's ranges, recorded either way, give the
+    device's own times)."""
+    global _synchronised
+    before, _synchronised = _synchronised, True
+    try:
+        yield
+    finally:
+        _synchronised = before
+
+
 def clock(device: torch.device) -> float:
-    """``perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
-    if device.type == "cuda":
+    """``perf_counter()``; inside ``synchronised_timers``, once the device's queued work is
+    done (CUDA runs asynchronously)."""
+    if _synchronised and device.type == "cuda":
         torch.cuda.synchronize(device)
     return perf_counter()
 
@@ -71,7 +91,8 @@ class TimeGroup:
     """Ranks of one time group, in time order; rank ``ranks[i]`` owns the i-th chunk of slices.
 
     Every tensor a collective touches lives on ``device`` (NCCL accepts only CUDA tensors;
-    gloo takes CPU ones), and the timers synchronise that device.
+    gloo takes CPU ones); the timers synchronise that device only inside
+    ``synchronised_timers``.
 
     Args:
         group: the torch.distributed process group of these ranks.
@@ -121,6 +142,7 @@ class TimeGroup:
         is gone with the rank that held it)."""
         try:
             store = self.group.get_group_store()
+            store.set_timeout(timedelta(seconds=5))  # on the failure path: a hung store's rank
             return store.get(self._failure_key).decode() if store.check(
                 [self._failure_key]) else None
         except Exception:  # a lost store (its rank gone) is no cause to report

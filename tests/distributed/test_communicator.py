@@ -5,7 +5,7 @@ run makes) with a spy on torch.distributed. On the CPU that cannot tell the grou
 a tensor made on the CPU by mistake, so every method of a two-rank view also runs on the
 ``meta`` device, with torch.distributed replaced by spies that check each tensor's device: a
 buffer made on the CPU (the bug NCCL would reject) fails there. The device choice and the
-synchronising clock are checked as NCCL would see them.
+clock (synchronising the device only when asked) are checked as NCCL would see them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from pnode_zoo.distributed.communicator import TimeGroup, clock
+from pnode_zoo.distributed.communicator import TimeGroup, clock, synchronised_timers
 from pnode_zoo.ode import MLPVectorField, PararealODEBlock
 
 COLLECTIVES = ("send", "recv", "all_reduce", "broadcast", "all_gather")
@@ -68,11 +68,15 @@ def test_nccl_groups_live_on_the_current_cuda_device(monkeypatch):
     assert group.reversed().device == group.device and group.reversed().index == 0
 
 
-def test_the_clock_waits_for_the_device(monkeypatch):
+def test_the_clock_waits_for_the_device_only_when_asked(monkeypatch):
     synchronised = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronised.append(device))
     clock(torch.device("cpu"))
-    assert synchronised == []
+    clock(torch.device("cuda", 0))
+    assert synchronised == []  # the default: no host synchronisation from a timer
+    with synchronised_timers():
+        clock(torch.device("cpu"))
+        clock(torch.device("cuda", 0))
     clock(torch.device("cuda", 0))
     assert synchronised == [torch.device("cuda", 0)]
 
