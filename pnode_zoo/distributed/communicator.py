@@ -79,11 +79,13 @@ def clock(device: torch.device) -> float:
 class Timers:
     """What the views of one group share: cumulative ``seconds`` per kind, the (kind, start,
     stop) log of the current call (set by the solve that wants a timeline, else None), the
-    sends still in flight and this rank's failure (a group that failed stays failed)."""
+    sends still in flight, the number of calls begun and this rank's failure in the current
+    call."""
 
     seconds: dict[str, float] = field(default_factory=lambda: {"comm": 0.0, "wait": 0.0})
     log: list[tuple[str, float, float]] | None = None
     pending: list = field(default_factory=list)  # sends in flight
+    calls: int = 0
     failure: Exception | None = None
 
 
@@ -133,9 +135,15 @@ class TimeGroup:
     def _global(self, index: int) -> int:
         return self.ranks[self.size - 1 - index if self.reverse else index]
 
+    def begin_call(self) -> None:
+        """Start a call (a forward or backward solve; every rank begins the same ones): a
+        failure agreed in an earlier call is behind the group, and posts are the call's own."""
+        self.timers.calls += 1
+        self.timers.failure = None
+
     @property
     def _failure_key(self) -> str:
-        return f"pnode_zoo/failed/{self.group.group_name}"
+        return f"pnode_zoo/failed/{self.group.group_name}/{self.timers.calls}"
 
     def _posted(self) -> str | None:
         """The first failure posted by a rank of the group, if any (None also when the store

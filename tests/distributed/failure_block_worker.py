@@ -1,10 +1,10 @@
 """Run by test_failure.py: ``python failure_block_worker.py OUT.json CASE:WHERE:RANK ...``.
 
-Forks 2 gloo ranks. For each spec, both ranks run a parareal block's forward and backward on a
-fresh time group, and rank RANK raises ``RuntimeError("injected")`` inside its part of the
-step: WHERE ``fine`` (a forward fine solve), ``coarse`` (the forward coarse sweep) or ``vjp``
-(a fine vector-Jacobian product of the backward). Rank 0 writes, per spec, what each rank
-raised: [type name, message] (or null if it raised nothing).
+Forks 2 gloo ranks. For each spec, in turn on one time group, both ranks run a parareal
+block's forward and backward, and rank RANK raises ``RuntimeError("injected")`` inside its
+part of the step: WHERE ``fine`` (a forward fine solve), ``coarse`` (the forward coarse sweep),
+``vjp`` (a fine vector-Jacobian product of the backward) or ``none`` (nothing raises). Rank 0
+writes, per spec, what each rank raised: [type name, message] (or null if it raised nothing).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def worker(rank: int, store: str, specs: list[str], path: str) -> None:
                             timeout=timeout)
     Propagator.__call__, Linearization._pull = _solve, _pull
     raised = {}
+    group, _ = create_groups(2, timeout)  # one group: an agreed failure leaves it usable
     for spec in specs:
         case, where, failing = spec.split(":")
-        group, _ = create_groups(2, timeout)  # a group that failed stays failed: a new one
         torch.manual_seed(0)
         block = PararealODEBlock(MLPVectorField(3, 8), 0.0, 1.0, num_slices=4, fine_steps=2,
                                  max_iters=3, **CASES[case])

@@ -33,9 +33,10 @@ def test_every_gradient_mode_agrees_on_a_failure(tmp_path: Path) -> None:
              "pipelined:vjp:0", "fine_adjoint:vjp:1", "fine_adjoint:vjp:0",
              "parareal_adjoint:vjp:1", "parareal_adjoint:fine:0"]
     out = tmp_path / "raised.json"
-    subprocess.run([sys.executable, str(HERE / "failure_block_worker.py"), str(out), *specs],
-                   cwd=REPO, check=True, timeout=TIMEOUT)
+    subprocess.run([sys.executable, str(HERE / "failure_block_worker.py"), str(out), *specs,
+                    "unrolled:none:0"], cwd=REPO, check=True, timeout=TIMEOUT)
     raised = json.loads(out.read_text())
+    assert raised["unrolled:none:0"] == [None, None]  # the same group, after the failures
     for spec in specs:
         failing = int(spec.split(":")[2])
         own, peer = raised[spec][failing], raised[spec][1 - failing]

@@ -123,6 +123,7 @@ def _recording(problem: Problem) -> Iterator[None]:
         yield
         return
     before = dict(group.seconds)
+    group.begin_call()
     group.timers.log = problem.stats.timeline
     try:
         yield
