@@ -41,8 +41,11 @@ def test_memory_units():
     assert _common.current_rss_bytes(status) == 812 * 1024
     with pytest.raises(ValueError, match="no VmRSS"):
         _common.current_rss_bytes("Name:\tpython\n")
-    # on this machine: the peak is at least what is resident now
-    assert _common.peak_rss_bytes() >= _common.current_rss_bytes() // 2
+    # on this machine: 64 MiB touched and freed raise the peak above what was resident before
+    before = _common.current_rss_bytes()
+    touched = b"x" * (64 << 20)
+    del touched
+    assert _common.peak_rss_bytes() >= before + (60 << 20)
 
 
 def test_machine_description():
@@ -189,7 +192,9 @@ def test_peak_memory_of_a_fresh_process():
     setup = time_parallel.Setup(dim=4, batch=2, hidden=8, fine_steps=2)
     out = _common.run_fresh(time_parallel.SCRIPT, {
         "setup": {**setup.__dict__}, "case": "train", "kind": "odeint"}, timeout=300)
-    assert out["peak"] >= out["before"] > 0
+    # bytes, not KiB or MiB: torch alone keeps more than 64 MiB resident, and this tiny call
+    # stays far below 4 GiB
+    assert 64 << 20 < out["before"] <= out["peak"] < 4 << 30
 
 
 def _run_script(name: str, args: list[str], out_dir: Path) -> subprocess.CompletedProcess:

@@ -7,6 +7,18 @@ chunks are all-gathered at the end so every rank holds the whole trajectory. The
 uses the reversed view (``TimeGroup.reversed``), in which "next" is the rank that owns the
 earlier slices.
 
+Agreed failure: a rank whose own part of a step raises (a propagator or a vector-Jacobian
+product through ``TimeGroup.attempt``) posts "rank R failed: <type>: <message>" to the group's
+store and goes on with zero stand-ins, computing nothing more: it still sends, receives and
+joins every collective the others will wait in, so no peer blocks on it. Every all-reduce
+carries one more number, the count of ranks that failed, and raises on every rank at once: the
+failed rank its own exception, the others ``RankFailed`` with the posted message. Each step of
+a parareal solve ends in an all-reduce after its last propagator call (the residual, the
+non-finite check, the gradients' sum), so the failure is agreed within one iteration and the
+healthy path pays no extra collective. An exception elsewhere (outside ``attempt``) is posted
+too (``TimeGroup.fail``) and ends its process; a peer's receive or collective then fails on
+the closed connection (or at the group's timeout) and raises ``RankFailed`` naming the cause.
+
 Timers, cumulative in ``seconds``: ``"wait"`` is the time blocked in ``recv`` (idle until the
 previous rank's boundary state arrives, plus the transfer), ``"comm"`` the time in sends and
 collectives (including waiting for the slowest rank at a collective).
@@ -18,20 +30,47 @@ is a block of consecutive ranks (on one node when time_size divides the processe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from time import perf_counter
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.profiler import record_function
 
+T = TypeVar("T")
+
+
+class RankFailed(RuntimeError):
+    """Another rank of the time group raised; the message names that rank and its exception."""
+
+
+_synchronised = False  # see ``synchronised_timers``
+
+
+@contextmanager
+def synchronised_timers() -> Iterator[None]:
+    """Inside, every timer reading (``clock``) on a CUDA device first waits for the device's
+    queued work: device times, at the cost of a device-wide synchronisation per reading (84
+    per training step of the default digits model), which also makes every send blocking.
+    Outside, the default, the timers read the host clock alone: exact on the CPU, and on a
+    GPU the time work was queued (torch.profiler's ranges, recorded either way, give the
+    device's own times)."""
+    global _synchronised
+    before, _synchronised = _synchronised, True
+    try:
+        yield
+    finally:
+        _synchronised = before
+
 
 def clock(device: torch.device) -> float:
-    """``perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
-    if device.type == "cuda":
+    """``perf_counter()``; inside ``synchronised_timers``, once the device's queued work is
+    done (CUDA runs asynchronously)."""
+    if _synchronised and device.type == "cuda":
         torch.cuda.synchronize(device)
     return perf_counter()
 
@@ -39,19 +78,23 @@ def clock(device: torch.device) -> float:
 @dataclass
 class Timers:
     """What the views of one group share: cumulative ``seconds`` per kind, the (kind, start,
-    stop) log of the current call (set by the solve that wants a timeline, else None) and
-    the sends still in flight."""
+    stop) log of the current call (set by the solve that wants a timeline, else None), the
+    sends still in flight, the number of calls begun and this rank's failure in the current
+    call."""
 
     seconds: dict[str, float] = field(default_factory=lambda: {"comm": 0.0, "wait": 0.0})
     log: list[tuple[str, float, float]] | None = None
     pending: list = field(default_factory=list)  # sends in flight
+    calls: int = 0
+    failure: Exception | None = None
 
 
 class TimeGroup:
     """Ranks of one time group, in time order; rank ``ranks[i]`` owns the i-th chunk of slices.
 
     Every tensor a collective touches lives on ``device`` (NCCL accepts only CUDA tensors;
-    gloo takes CPU ones), and the timers synchronise that device.
+    gloo takes CPU ones); the timers synchronise that device only inside
+    ``synchronised_timers``.
 
     Args:
         group: the torch.distributed process group of these ranks.
@@ -92,11 +135,71 @@ class TimeGroup:
     def _global(self, index: int) -> int:
         return self.ranks[self.size - 1 - index if self.reverse else index]
 
+    def begin_call(self) -> None:
+        """Start a call (a forward or backward solve; every rank begins the same ones): a
+        failure agreed in an earlier call is behind the group, and posts are the call's own."""
+        self.timers.calls += 1
+        self.timers.failure = None
+
+    @property
+    def _failure_key(self) -> str:
+        return f"pnode_zoo/failed/{self.group.group_name}/{self.timers.calls}"
+
+    def _posted(self) -> str | None:
+        """The first failure posted by a rank of the group, if any (None also when the store
+        is gone with the rank that held it)."""
+        try:
+            store = self.group.get_group_store()
+            store.set_timeout(timedelta(seconds=5))  # on the failure path: a hung store's rank
+            return store.get(self._failure_key).decode() if store.check(
+                [self._failure_key]) else None
+        except Exception:  # a lost store (its rank gone) is no cause to report
+            return None
+
+    def fail(self, exc: Exception) -> None:
+        """Record that this rank raised ``exc`` and post it for the others (the first failure
+        of the group is the one they report)."""
+        if self.timers.failure is None:
+            self.timers.failure = exc
+        message = f"{self._who()} {type(exc).__name__}: {exc}".splitlines()[0][:1000]
+        with suppress(Exception):  # no store: the peers see the closed connection alone
+            self.group.get_group_store().compare_set(self._failure_key, "", message)
+
+    @staticmethod
+    def _who() -> str:
+        return f"rank {dist.get_rank()} failed:"
+
+    def attempt(self, compute: Callable[[], T], stand_in: Callable[[], T]) -> T:
+        """``compute()``; if it raises, or this rank has already failed, ``stand_in()`` (zeros
+        shaped like the result), so that this rank keeps its place in the exchanges until
+        the next all-reduce tells every rank of the failure."""
+        if self.timers.failure is None:
+            try:
+                return compute()
+            except Exception as exc:  # re-raised at the next all-reduce
+                self.fail(exc)
+        return stand_in()
+
+    def _agree(self, failed: float) -> None:
+        """Raise on every rank when the all-reduce says that a rank failed (``failed`` > 0)."""
+        if not failed:
+            return
+        first, mine = self._posted(), self.timers.failure
+        if mine is not None and (first is None or first.startswith(self._who())):
+            raise mine
+        raise RankFailed(first or "a rank of the time group failed") from mine
+
     @contextmanager
     def _timed(self, kind: str) -> Iterator[None]:
         tic = clock(self.device)
-        with record_function(f"time_parallel/{kind}"):  # a named range in torch.profiler traces
-            yield
+        with record_function(f"time_parallel/{kind}"):  # a named range in profiler traces
+            try:
+                yield
+            except Exception as exc:  # a peer gone (closed connection, timeout): name why
+                posted = self._posted()
+                if posted is None:
+                    raise
+                raise RankFailed(posted) from exc
         toc = clock(self.device)
         self.timers.seconds[kind] += toc - tic
         if self.timers.log is not None:
@@ -140,10 +243,13 @@ class TimeGroup:
         """Element by element, the largest ``values`` over the group, in one all-reduce (NaN
         counts as +inf)."""
         values = [math.inf if math.isnan(v) else v for v in values]
-        buffer = torch.tensor(values, dtype=torch.float64, device=self.device)
+        failed = float(self.timers.failure is not None)  # max: whether any rank failed
+        buffer = torch.tensor([*values, failed], dtype=torch.float64, device=self.device)
         with self._timed("comm"):
             dist.all_reduce(buffer, dist.ReduceOp.MAX, group=self.group)
-        return buffer.tolist()
+        *values, failed = buffer.tolist()
+        self._agree(failed)
+        return values
 
     def sum_(
         self,
@@ -159,32 +265,31 @@ class TimeGroup:
         [size, len(maxima)] block that is zero elsewhere: the sum hands every rank every row
         exactly. The all-reduce then runs in the wider of the tensors' dtype and
         ``maxima_dtype`` (float64 keeps any float exact; float32 suffices for integers below
-        2**24).
+        2**24). One more maximum says whether a rank failed (raised here on every rank).
 
         Args:
             tensors: summed in place.
             maxima: one number per rank and position, maximised over the group.
             maxima_dtype: the dtype that represents ``maxima`` exactly.
         """
-        if not tensors and not maxima:
-            return []
+        maxima = [*maxima, float(self.timers.failure is not None)]
         parts = [t.reshape(-1) for t in tensors]
         sizes = [t.numel() for t in tensors]
-        if maxima:
-            dtype = maxima_dtype if not parts else torch.promote_types(parts[0].dtype,
-                                                                        maxima_dtype)
-            rows = torch.zeros(self.size, len(maxima), dtype=dtype, device=self.device)
-            rows[self.index] = torch.tensor([math.inf if math.isnan(v) else v for v in maxima],
-                                            dtype=dtype)
-            parts = [part.to(dtype) for part in parts] + [rows.reshape(-1)]
-            sizes.append(rows.numel())
+        dtype = maxima_dtype if not parts else torch.promote_types(parts[0].dtype, maxima_dtype)
+        rows = torch.zeros(self.size, len(maxima), dtype=dtype, device=self.device)
+        rows[self.index] = torch.tensor([math.inf if math.isnan(v) else v for v in maxima],
+                                        dtype=dtype)
+        parts = [part.to(dtype) for part in parts] + [rows.reshape(-1)]
+        sizes.append(rows.numel())
         flat = torch.cat(parts)
         with self._timed("comm"):
             dist.all_reduce(flat, dist.ReduceOp.SUM, group=self.group)
         pieces = flat.split(sizes)
         for t, part in zip(tensors, pieces, strict=False):
             t.copy_(part.view_as(t))
-        return pieces[-1].view(self.size, -1).amax(dim=0).tolist() if maxima else []
+        *maxima, failed = pieces[-1].view(self.size, -1).amax(dim=0).tolist()
+        self._agree(failed)
+        return maxima
 
     def broadcast(self, tensor: torch.Tensor, index: int) -> torch.Tensor:
         """``tensor`` of the rank at position ``index`` (in the view's order), on every rank."""

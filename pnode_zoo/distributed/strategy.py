@@ -19,10 +19,16 @@ World = P_data x P_time ranks; rank r has time index r % P_time and data index r
   present when ``time_parallel_size`` > 1 (an error, not a silent fall-back to data parallel:
   time-group replicas without a block would only repeat each other's work).
 
-Failures: an exception or a killed process on one rank makes the others fail at their next
-collective or receive, at the latest after ``timeout`` seconds (gloo) or through NCCL's async
-error handling; Lightning then tears the job down with a non-zero exit (its popen launcher
-kills the other ranks when one exits with an error; under torchrun the elastic agent does).
+Failures: an exception in one rank's part of a parareal step is agreed by its time group at
+the step's next all-reduce (``pnode_zoo.distributed.communicator``): every rank raises, the
+failed one its own exception, the others ``RankFailed("rank R failed: <type>: <message>")``,
+and the strategy prints that cause as each rank's first error line. A killed process makes
+the others fail at their next collective or receive on the closed connection, a hung one at
+the latest after ``timeout`` seconds (default 300, five minutes: long enough for a slow step
+or a checkpoint written while the others wait, short enough that a lost rank does not hold
+the job for half an hour) or through NCCL's async error handling. Lightning then tears the
+job down with a non-zero exit (its popen launcher kills the other ranks when one exits with
+an error; under torchrun the elastic agent does).
 """
 
 from __future__ import annotations
@@ -64,8 +70,9 @@ class TimeParallelStrategy(DDPStrategy):
     Args:
         time_parallel_size: ranks per time group, P_time (None: the whole world). Must divide
             devices x num_nodes and every parareal block's ``num_slices``.
-        timeout: collective timeout in seconds: how long a rank waits for a failed or killed
-            peer before it gives up, once every rank has started.
+        timeout: collective timeout in seconds (default 300: five minutes): how long a rank
+            waits for a hung or killed peer before it gives up, once every rank has started.
+            A peer that raises is agreed at once, without waiting for it.
         startup_timeout: how long the ranks wait for each other to start (the rendezvous), in
             seconds; at least ``timeout``. Starting a rank (imports, data) can take far longer
             than a collective on a busy machine or across nodes.
@@ -78,7 +85,7 @@ class TimeParallelStrategy(DDPStrategy):
     def __init__(
         self,
         time_parallel_size: int | None = None,
-        timeout: float = 1800.0,
+        timeout: float = 300.0,
         startup_timeout: float = 300.0,
         start_method: Literal["popen", "spawn"] = "popen",
         **kwargs: Any,
@@ -176,8 +183,8 @@ class TimeParallelStrategy(DDPStrategy):
         super().on_exception(exception)
         print(
             f"time_parallel: rank {self.global_rank} of {self.world} stops on "
-            f"{type(exception).__name__}: {exception} (a rank that failed or was killed stops "
-            f"the others within the {self._timeout} collective timeout)",
+            f"{type(exception).__name__}: {exception} (a rank that raises stops the others at "
+            f"once, one killed or hung within the {self._timeout} collective timeout)",
             file=sys.stderr,
         )
 

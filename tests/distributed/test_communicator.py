@@ -1,8 +1,11 @@
 """The time group keeps every tensor a collective touches on its device, as NCCL requires.
 
 A one-rank gloo group runs the block's whole communication path (the same calls a CUDA/NCCL
-run makes); a spy on torch.distributed checks the device of every tensor handed to it, and the
-device choice and the synchronising clock are checked as NCCL would see them.
+run makes) with a spy on torch.distributed. On the CPU that cannot tell the group's device from
+a tensor made on the CPU by mistake, so every method of a two-rank view also runs on the
+``meta`` device, with torch.distributed replaced by spies that check each tensor's device: a
+buffer made on the CPU (the bug NCCL would reject) fails there. The device choice and the
+clock (synchronising the device only when asked) are checked as NCCL would see them.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from pnode_zoo.distributed import communicator
-from pnode_zoo.distributed.communicator import TimeGroup, clock
+from pnode_zoo.distributed.communicator import TimeGroup, clock, synchronised_timers
 from pnode_zoo.ode import MLPVectorField, PararealODEBlock
 
 COLLECTIVES = ("send", "recv", "all_reduce", "broadcast", "all_gather")
@@ -66,11 +68,54 @@ def test_nccl_groups_live_on_the_current_cuda_device(monkeypatch):
     assert group.reversed().device == group.device and group.reversed().index == 0
 
 
-def test_the_clock_waits_for_the_device(monkeypatch):
+def test_the_clock_waits_for_the_device_only_when_asked(monkeypatch):
     synchronised = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronised.append(device))
     clock(torch.device("cpu"))
-    assert synchronised == []
+    clock(torch.device("cuda", 0))
+    assert synchronised == []  # the default: no host synchronisation from a timer
+    with synchronised_timers():
+        clock(torch.device("cpu"))
+        clock(torch.device("cuda", 0))
     clock(torch.device("cuda", 0))
     assert synchronised == [torch.device("cuda", 0)]
-    assert communicator.clock is clock
+
+
+class _Done:
+    def wait(self) -> None:
+        pass
+
+
+def test_every_method_hands_torch_distributed_tensors_on_the_group_device(monkeypatch):
+    meta = torch.device("meta")
+    seen: list[tuple[str, torch.device]] = []
+
+    def spy(name):
+        def call(tensor, *args, **kwargs):
+            tensors = list(tensor) if isinstance(tensor, list) else [tensor]
+            tensors += [a for a in args if torch.is_tensor(a)]
+            seen.extend((name, t.device) for t in tensors)
+            return _Done()
+        return call
+
+    for name in ("isend", "recv", "all_reduce", "broadcast", "all_gather"):
+        monkeypatch.setattr(dist, name, spy(name))
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+    # meta tensors hold no values: their results read as zeros
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist",
+                        lambda t: [0.0] * t.numel() if t.is_meta else tolist(t))
+    group = TimeGroup(object(), [0, 1], device=meta)
+    state = torch.zeros(4, 3, device=meta)
+    group.send_next(state)
+    group.wait_sends()
+    assert group.recv_prev(state).device == meta
+    group.max(0.5)
+    group.max_each([0.5, float("nan")])
+    group.sum_([state, torch.zeros(2, device=meta)], maxima=[1.0], maxima_dtype=torch.float32)
+    group.sum_([state])
+    assert group.broadcast(state, 1).device == meta
+    assert group.all_gather(state).device == meta
+    assert {name for name, _ in seen} == {"isend", "recv", "all_reduce", "broadcast",
+                                          "all_gather"}
+    assert [(name, device) for name, device in seen if device != meta] == []

@@ -210,12 +210,13 @@ def _fine_level(
 
 
 def _non_finite_code(problem: Problem, checks: list[tuple[int, torch.Tensor]]) -> float:
-    """One check for the whole backward (a sync per level would stall the pipeline): the
-    latest non-finite boundary of the first level that has one, where it started, as
-    k * (N + 1) + row; -1 if none."""
+    """One check for the whole backward, one read of the device (a read per level would
+    stall the pipeline): the latest non-finite boundary of the first level that has one,
+    where it started, as k * (N + 1) + row; -1 if none."""
     lo = problem.own.start
-    bad = next(((k, lo + 1 + int((~ok).nonzero()[-1, 0])) for k, ok in checks if not ok.all()),
-               None)
+    levels_ok = torch.stack([ok.all() for _, ok in checks]).tolist() if checks else []
+    bad = next(((k, lo + 1 + int((~ok).nonzero()[-1, 0]))
+                for (k, ok), fine in zip(checks, levels_ok, strict=True) if not fine), None)
     return -1.0 if bad is None else float(bad[0] * (problem.num_slices + 1) + bad[1])
 
 
@@ -236,7 +237,9 @@ def fine_adjoint(
     own, group, n_slices = problem.own, problem.group, problem.num_slices
     backwards = None if group is None else group.reversed()
     jumps = grad_states if problem.return_trajectory else None
-    lams, bad = [], -1  # the last slice whose adjoint is non-finite; ranks stay in step
+    # the last slice whose adjoint is non-finite, kept on the device (a read per slice would
+    # stall the chain): a vector-Jacobian product of a NaN raises nothing, so the chain runs on
+    lams, bad = [], torch.tensor(-1, device=states.device)
     for part in _batch_parts(states.shape[1], problem.options.backward_micro_batches):
         for n in reversed(own):
             run = Linearization(problem, "fine", range(n, n + 1), states[n : n + 1, part],
@@ -247,19 +250,13 @@ def fine_adjoint(
                     states[0, part])
             pulled = run.pull(lam[None], grads)[0]
             lam = pulled if jumps is None else pulled + jumps[n, part]
-            if not torch.isfinite(lam).all():
-                bad = max(bad, n)
-                if group is None:
-                    break
+            bad = torch.where(torch.isfinite(lam).all(), bad, bad.clamp_min(n))
         if group is not None and own.start > 0:
             backwards.send_next(lam)  # the previous rank starts on this part meanwhile
             lam = torch.zeros_like(lam)
         lams.append(lam)
-        if bad >= 0 and group is None:
-            break
     lam = lams[0] if len(lams) == 1 else torch.cat(lams)
-    if group is not None:
-        bad = int(_reduce(group, grads, lam, bad))
+    bad = int(bad.item() if group is None else _reduce(group, grads, lam, bad.item()))
     if bad >= 0:
         raise FloatingPointError(
             f"non-finite adjoint at the start of slice {bad} in the fine adjoint"

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch.autograd.function import once_differentiable
 
+from pnode_zoo.distributed.communicator import RankFailed
 from pnode_zoo.ode.parareal import adjoints
 from pnode_zoo.ode.parareal.iteration import Sweep, iterate
 from pnode_zoo.ode.parareal.problem import (
@@ -114,16 +115,25 @@ def solve_backward(
 
 @contextmanager
 def _recording(problem: Problem) -> Iterator[None]:
-    """Send the time group's communication and wait times inside the call to its stats."""
+    """Send the time group's communication and wait times inside the call to its stats, and
+    post an exception raised on this rank outside the propagators for the other ranks (which
+    learn of it when this process ends; see ``pnode_zoo.distributed.communicator``)."""
     group = problem.group
     if group is None:
         yield
         return
     before = dict(group.seconds)
+    group.begin_call()
     group.timers.log = problem.stats.timeline
     try:
         yield
         group.wait_sends()
+    except RankFailed:
+        raise
+    except Exception as exc:
+        if exc is not group.timers.failure:
+            group.fail(exc)
+        raise
     finally:
         group.timers.log = None
         problem.stats.time_comm += group.seconds["comm"] - before["comm"]

@@ -10,8 +10,9 @@ Each records its work, wall time and cost-model units in the call's ``PararealSt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from torch.profiler import record_function
@@ -24,6 +25,8 @@ from pnode_zoo.ode.stats import PararealStats
 
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
+
+T = TypeVar("T")
 
 #: Steps whose graphs a step-wise pull-back rebuilds at once. One at a time pays a solver call
 #: and an autograd launch per step (about a tenth of the backward's time for a small MLP field);
@@ -142,13 +145,24 @@ def _propagate(
     """Propagate ``states[i]`` across slice ``slices[i]``, all in one solve; (out, work, when).
     With ``steps`` (fixed-step methods), only those steps, and the state after each."""
     cut = slice(slices.start, slices.stop)
-    field = problem.fields.field(slices, states.shape[1], selected)
     work, start = Work(), clock(states.device)
     flat = states.reshape(len(slices) * states.shape[1], *states.shape[2:])
-    with record_function(f"parareal/{propagator.name}"):  # a range in torch.profiler traces
-        out = propagator(field, problem.starts[cut], problem.spans[cut], flat, work, steps)
     shape = states.shape if steps is None else (len(steps), *states.shape)
-    return out.reshape(shape), work, (start, clock(states.device))
+
+    def run() -> torch.Tensor:
+        field = problem.fields.field(slices, states.shape[1], selected)
+        with record_function(f"parareal/{propagator.name}"):  # a range in torch.profiler traces
+            out = propagator(field, problem.starts[cut], problem.spans[cut], flat, work, steps)
+        return out.reshape(shape)
+
+    out = _attempt(problem, run, lambda: states.new_zeros(shape))
+    return out, work, (start, clock(states.device))
+
+
+def _attempt(problem: Problem, compute: Callable[[], T], stand_in: Callable[[], T]) -> T:
+    """``compute()`` alone, or, on a time group, so that an exception in it is agreed by every
+    rank at the next all-reduce (``TimeGroup.attempt``) instead of leaving them waiting."""
+    return compute() if problem.group is None else problem.group.attempt(compute, stand_in)
 
 
 def _stacked(problem: Problem, slices: range, batched: bool) -> Stacked | None:
@@ -267,6 +281,12 @@ class Linearization:
             grads: accumulator of the parameter gradients (needs ``wrt_params``), or None.
             keep: keep the graph for further pull-backs.
         """
+        return _attempt(self.problem, lambda: self._pull(cotangents, grads, keep),
+                        lambda: torch.zeros_like(cotangents) if self.wrt_state else None)
+
+    def _pull(
+        self, cotangents: torch.Tensor, grads: ParamGrads | None, keep: bool
+    ) -> torch.Tensor | None:
         device = cotangents.device
         tic = clock(device)
         with record_function(f"parareal/{self.kind}"):  # VJPs count as the propagator's time
