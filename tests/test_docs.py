@@ -7,7 +7,8 @@ size). Each must appear, as the same value, in a generated file: the benchmark t
 (written by ``python -m pnode_zoo.hub.regenerate`` and ``.table``). Fenced code blocks and
 inline code are commands, options and code, not figures. The few figures that are not
 measurements (versions, a configured value, a tolerance a test asserts) are listed in EXEMPT,
-each with the reason and the exact text it excuses; an unused exemption fails too.
+each with the reason and the exact text it excuses; an unused or unneeded exemption fails
+too.
 """
 
 from __future__ import annotations
