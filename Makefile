@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 
 .PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches device-check
 setup:
-	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
+	python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e '.[dev]'
 lint:
 	$(PY) -m ruff check .
 test:

@@ -8,7 +8,9 @@ tree first on ``sys.path``: the benchmarks measure the checkout they sit in.
 
 from __future__ import annotations
 
+import argparse
 import copy
+import hashlib
 import json
 import os
 import platform
@@ -35,27 +37,60 @@ if str(ROOT) not in sys.path:
 RESULT_PREFIX = "RESULT "
 
 
-def environment(threads: str) -> dict[str, str | int]:
+def parser(description: str) -> argparse.ArgumentParser:
+    """The script's argument parser, with ``--allow-dirty`` (see ``environment``).
+
+    Args:
+        description: the script's docstring; its first line is the parser's description.
+    """
+    result = argparse.ArgumentParser(description=description.splitlines()[0])
+    result.add_argument("--allow-dirty", action="store_true",
+                        help="measure a working tree with uncommitted changes (the header then "
+                        "records the sha256 of `git diff HEAD --binary`)")
+    return result
+
+
+def tree_state(root: Path) -> tuple[str, str | None]:
+    """The commit checked out at ``root`` (short hash, "unknown" outside git) and the sha256 of
+    ``git diff HEAD --binary`` when tracked files differ from it (None for a clean tree).
+
+    Args:
+        root: a folder of the working tree.
+    """
+    def git(*args: str) -> bytes:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True,
+                                  check=True).stdout
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            return b""
+
+    commit = git("rev-parse", "--short", "HEAD").decode().strip() or "unknown"
+    diff = git("diff", "HEAD", "--binary")
+    return commit, hashlib.sha256(diff).hexdigest() if diff else None
+
+
+def environment(threads: str, allow_dirty: bool = False) -> dict[str, str | int | None]:
     """The run's command, commit, library versions and machine, for the tables' headers.
+
+    Call it before measuring: a tree with uncommitted changes is refused (the table could not
+    name the code it measured) unless ``allow_dirty``, and then the diff's sha256 is recorded.
 
     Args:
         threads: how the run uses threads and processes, in words.
+        allow_dirty: measure a dirty tree (the scripts' ``--allow-dirty``).
     """
     import torch
 
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (subprocess.CalledProcessError, FileNotFoundError):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
+    commit, diff = tree_state(ROOT)
+    if diff is not None and not allow_dirty:
+        raise SystemExit("error: the working tree has uncommitted changes, so the table could "
+                         "not name the code it measured; commit them, or pass --allow-dirty to "
+                         "record the diff's sha256 in the table's header")
     return {
         "command": command_line(),
-        "commit": commit,
+        "commit": commit if diff is None else
+        f"{commit} with uncommitted changes (`git diff HEAD --binary` sha256 {diff[:16]})",
+        "diff_sha256": diff,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__,
         "python": platform.python_version(),

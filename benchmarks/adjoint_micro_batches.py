@@ -17,7 +17,6 @@ M = 1's. Writes docs/benchmarks/adjoint_micro_batches.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import _common
@@ -116,13 +115,14 @@ def markdown(env: dict, sizes: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--pairs", type=int, default=5, help="timed rounds")
     parser.add_argument("--number", type=int, default=3, help="calls per timing")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    env = _common.environment("block: 2 ranks x 1 thread; odeint: 1 and 2 threads")
+    env = _common.environment("block: 2 ranks x 1 thread; odeint: 1 and 2 threads",
+                              args.allow_dirty)
     setups = [dataclasses.asdict(s) for s in SIZES]
     measured = _common.run_ranks(world, (setups, args.parts, args.pairs, args.number))[0]
     sizes = [summarise(s, m, args.parts) for s, m in zip(SIZES, measured, strict=True)]

@@ -598,7 +598,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--pairs", type=int, default=5, help="measured rounds after a warm-up")
     parser.add_argument("--number", type=int, default=2, help="calls per timing")
     parser.add_argument("--dim", type=int, default=REFERENCE.dim, help="state size")
@@ -616,7 +616,8 @@ def main() -> None:
                         help="with --config: measure the messages again (else the saved fit)")
     args = parser.parse_args()
     tic = time.perf_counter()
-    env = _common.environment("1 thread per rank; ranks of 2-rank runs share the machine")
+    env = _common.environment("1 thread per rank; ranks of 2-rank runs share the machine",
+                              args.allow_dirty)
     if args.config:
         name, result = config_run(args)
         result["seconds"] = time.perf_counter() - tic

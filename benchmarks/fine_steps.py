@@ -16,19 +16,18 @@ that ``--tasks`` leaves out keep their results (each says when and where it was 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import _common
 import torch
 import yaml
 from _common import (
     OUT_DIR,
     ROOT,
-    environment,
     fit_curve,
     fmt_spread,
     header,
@@ -214,7 +213,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=list(TASKS))
     parser.add_argument("--steps", nargs="+", type=int, default=list(STEPS))
     parser.add_argument("--reps", type=int, default=3)
@@ -223,7 +222,7 @@ def main() -> None:
     args = parser.parse_args()
     jobs = [(task, steps, seed) for task in args.tasks for seed in range(args.reps)
             for steps in args.steps]
-    env = environment("1 thread per fit, two fits at a time")
+    env = _common.environment("1 thread per fit, two fits at a time", args.allow_dirty)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ Writes docs/benchmarks/memory.{json,md,png}.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -107,17 +106,17 @@ def plot(rows: list[dict], path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512],
                         help="fine steps in all (even)")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=128)
     args = parser.parse_args()
+    env = _common.environment("1 process x 1 thread", args.allow_dirty)
     tic = time.perf_counter()
     setup = Setup(dim=args.dim, batch=args.batch, hidden=args.hidden)
     rows = measure(setup, args.steps)
-    env = _common.environment("1 process x 1 thread")
     text = markdown(env, setup, rows)
     _common.write_results(NAME, {"environment": env, "setup": dataclasses.asdict(setup),
                                  "seconds": time.perf_counter() - tic, "rows": rows}, text)

@@ -264,7 +264,7 @@ def markdown(result: dict) -> str:
         f"iteration stops at a relative change below tol = {tol:g}. *Modelled* speedup = serial "
         "fine f-evaluations / f-evaluations on the critical path, from the block's counters "
         "(classic, non-pipelined schedule; prefix slices are not re-solved; communication "
-        "free). Formulas from BENCHMARKING.md with the observed K: classic "
+        "free). Formulas (docs/TIME_PARALLEL.md, cost model) with the observed K: classic "
         "S = N/((K+1)·N·r + K), pipelined S ≈ N/(N·r + K·(1+r)). Accuracy: relative error of "
         "the parareal output against the serial fine solve (torchdiffeq rk4, same steps).",
         "",
@@ -337,10 +337,11 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
+    args = _common.parser(__doc__).parse_args()
     torch.set_num_threads(1)  # tiny tensors; the figures are counts, not timings
     tic = time.perf_counter()
     result = {
-        "machine": _common.environment("1 thread, float64"),
+        "machine": _common.environment("1 thread, float64", args.allow_dirty),
         "convergence": convergence(),
         "orders": orders(),
         "speedup_setup": {"tol": 1e-8, "total_fine_steps": 8192, "scaling": "strong, N = P"},

@@ -360,7 +360,7 @@ def _row(kind: str, threads: str, sec: dict, speed: list[str], mem: dict, acc: d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--dims", type=int, nargs="+", default=[16, 64, 256], help="state sizes")
     parser.add_argument("--batch", type=int, default=Setup.batch)
     parser.add_argument("--hidden", type=int, default=Setup.hidden)
@@ -381,6 +381,8 @@ def main() -> None:
 
         _common.emit(rss_child(json.loads(args.child)))
         return
+    env = _common.environment("candidates: 2 ranks x 1 thread, or 1 process x 1 and x 2 "
+                              "threads (the other rank idle at a barrier)", args.allow_dirty)
     tic = time.perf_counter()
     results = {}
     for dim in args.dims:
@@ -397,8 +399,6 @@ def main() -> None:
                        for kind in PARALLEL[case] + SERIAL[case]}
                 for case in args.cases}
             results[str(dim)][str(steps)] = summarise(ranks_out, setup, args.cases, memory)
-    env = _common.environment("candidates: 2 ranks x 1 thread, or 1 process x 1 and x 2 "
-                              "threads (the other rank idle at a barrier)")
     base = Setup(batch=args.batch, hidden=args.hidden, slices=args.slices,
                  coarse_steps=args.coarse_steps, iters=args.iters)
     text = markdown(env, base, args.cases, results)

@@ -25,16 +25,15 @@ when and where it was measured).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
+import _common
 import yaml
 from _common import (
     OUT_DIR,
     ROOT,
-    environment,
     fit_curve,
     fmt_spread,
     header,
@@ -169,11 +168,12 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    env = environment("(a) 1 and 2 threads, (b) 2 threads, (c, d) 2 ranks x 1 thread")
+    env = _common.environment("(a) 1 and 2 threads, (b) 2 threads, (c, d) 2 ranks x 1 thread",
+                              args.allow_dirty)
     tasks = {}
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:

@@ -19,7 +19,6 @@ Writes docs/benchmarks/wandb_overhead.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -88,13 +87,15 @@ def mean_step_seconds(logger_name: str, epochs: int, log_every: int, batches: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--log-every", type=int, default=10, help="log_every_n_steps")
     parser.add_argument("--batches", type=int, default=None,
                         help="training and validation batches per epoch (default: all)")
     args = parser.parse_args()
+    env = _common.environment(f"1 process, {torch.get_num_threads()} torch threads",
+                              args.allow_dirty)
     with tempfile.TemporaryDirectory() as scratch:
         for variable, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"),
                               ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data")):
@@ -111,7 +112,6 @@ def main() -> None:
                   f"W&B {1e3 * times['wandb']:.1f} ms/step, "
                   f"ratio {times['wandb'] / times['csv']:.3f}", flush=True)
     ratios = [p["wandb"] / p["csv"] for p in pairs]
-    env = _common.environment(f"1 process, {torch.get_num_threads()} torch threads")
     result = {
         "environment": env,
         "epochs": args.epochs, "log_every_n_steps": args.log_every, "pairs": pairs,

@@ -24,6 +24,9 @@ FASHION_MNIST_ABSENT = (f"Fashion-MNIST files absent ({FASHION_MNIST_SYSTEM_DIR}
                         "dataset-fashion-mnist)")
 TIMEOUT = 1200  # seconds; a loaded 2-core machine can take minutes for one training run
 PNODE = [sys.executable, "-m", "pnode_zoo"]
+#: the hand-written pages: their commands run (test_readme.py), their figures and file names
+#: are checked (test_docs.py); docs/benchmarks/ is written by the benchmarks
+DOC_PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # configs/digits/node_parareal.yaml's block at width 8 instead of 32: the same code paths in
 # about a third of the time (float64 fits of the resumption and launch tests)
 NARROW_DIGITS = ("--model.init_args.arch_args={width: 8, parareal: {num_slices: 4, coarse: euler,"

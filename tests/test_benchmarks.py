@@ -17,10 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _common  # noqa: E402
+import adjoint_micro_batches  # noqa: E402
 import comm_model  # noqa: E402
 import fine_steps  # noqa: E402
+import memory  # noqa: E402
+import parareal_convergence  # noqa: E402
 import time_parallel  # noqa: E402
 import time_to_accuracy  # noqa: E402
+import wandb_overhead  # noqa: E402
 
 from pnode_zoo.ode.parareal_block import PararealODEBlock  # noqa: E402
 from pnode_zoo.ode.schedule import SliceCosts, modelled_time  # noqa: E402
@@ -56,6 +60,62 @@ def test_machine_description():
     s = _common.spread([3.0, 1.0, 2.0])
     assert s == {"median": 2.0, "min": 1.0, "max": 3.0}
     assert _common.fmt_spread(s) == "2.00 (1.00–3.00)"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                          check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository with one commit."""
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "a.py")
+    _git(tmp_path, "commit", "-qm", "one")
+    return tmp_path
+
+
+def test_a_dirty_tree_is_named_by_the_sha256_of_its_diff(repo: Path):
+    head = _git(repo, "rev-parse", "--short", "HEAD").strip()
+    assert _common.tree_state(repo) == (head, None)
+    (repo / "untracked.txt").write_text("not part of the tree's code\n")
+    assert _common.tree_state(repo) == (head, None)
+    (repo / "a.py").write_text("x = 2\n")
+    commit, diff = _common.tree_state(repo)
+    # the documented check: `git diff HEAD --binary | sha256sum`
+    shell = subprocess.run("git diff HEAD --binary | sha256sum", shell=True, cwd=repo,
+                           check=True, capture_output=True, text=True).stdout.split()[0]
+    assert (commit, diff) == (head, shell)
+    (repo / "a.py").write_text("x = 3\n")
+    assert _common.tree_state(repo)[1] not in (None, diff)
+    _git(repo, "add", "a.py")  # staged changes are uncommitted too
+    assert _common.tree_state(repo)[1] is not None
+
+
+@pytest.mark.parametrize("script", [adjoint_micro_batches, comm_model, fine_steps, memory,
+                                    parareal_convergence, time_parallel, time_to_accuracy,
+                                    wandb_overhead], ids=lambda m: m.__name__)
+def test_every_benchmark_refuses_a_dirty_tree_before_measuring(script, repo, monkeypatch,
+                                                               capsys):
+    (repo / "a.py").write_text("x = 2\n")
+    monkeypatch.setattr(_common, "ROOT", repo)
+    monkeypatch.setattr(sys, "argv", [script.__file__])
+    with pytest.raises(SystemExit, match="uncommitted changes.*pass --allow-dirty"):
+        script.main()
+    assert capsys.readouterr().out == ""  # nothing measured, nothing printed
+
+
+def test_allow_dirty_records_the_diff_in_the_header(repo, monkeypatch):
+    (repo / "a.py").write_text("x = 2\n")
+    monkeypatch.setattr(_common, "ROOT", repo)
+    env = _common.environment("1 thread", allow_dirty=True)
+    diff = _common.tree_state(repo)[1]
+    assert env["diff_sha256"] == diff
+    assert f"with uncommitted changes (`git diff HEAD --binary` sha256 {diff[:16]})" in (
+        _common.header(env))
+    assert "--allow-dirty" in _common.parser(memory.__doc__).format_help()
 
 
 def test_latency_and_bandwidth_fit():
@@ -199,7 +259,9 @@ def test_peak_memory_of_a_fresh_process():
 
 def _run_script(name: str, args: list[str], out_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PNODE_BENCH_OUT": str(out_dir), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
+    # the working tree may hold the change under test: --allow-dirty
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args,
+                           "--allow-dirty"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=900)
 
 

@@ -1,5 +1,6 @@
-"""Every command in the README works as written: each line of a ```bash block runs, in order, in
-one fresh folder (fits shortened by appended options), and every ```python block runs.
+"""Every command in the README and the docs pages works as written: each line of a ```bash block
+runs, in order (README first, then docs/*.md), in one fresh folder (fits shortened by appended
+options), and every ```python block runs.
 
 Commands that cannot run inside the suite are listed in NOT_RUN_HERE with the test or script
 that runs them instead; any other command that is not `python -m pnode_zoo ...` or
@@ -15,9 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from clitools import REPO, TIMEOUT, cli_env
+from clitools import DOC_PAGES, REPO, TIMEOUT, cli_env
 
-README = REPO / "README.md"
 # Appended to every fit/validate/test/predict: the README's commands as written, but short.
 SHORTEN = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
            "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
@@ -37,8 +37,11 @@ TEMPLATES = {  # a placeholder in a command -> the test that runs the command it
 
 
 def blocks(language: str) -> list[str]:
-    """The contents of the README's fenced blocks of ``language``, in order."""
-    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+    """The contents of the fenced blocks of ``language`` of the README and the docs pages, in
+    order."""
+    return [block for page in DOC_PAGES
+            for block in re.findall(rf"^```{language}\n(.*?)^```", page.read_text(),
+                                    flags=re.M | re.S)]
 
 
 def bash_commands() -> list[str]:

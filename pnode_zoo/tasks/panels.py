@@ -35,7 +35,9 @@ RESIDUALS_PLOT = "parareal/residuals_plot"  # picture: residual against iteratio
 # time_parallel/: per-rank seconds per training step, as epoch means, and the speed-ups
 RANK_TIMERS = ("time_fine", "time_coarse", "time_comm", "time_wait")
 RANK_TIMER = "time_parallel/rank{rank}/{timer}"
-MEASURED_SPEEDUP = "time_parallel/measured_speedup"
+# the serial fine solve estimated (its f evaluations at the measured seconds per evaluation)
+# over the measured forward: only the denominator is measured
+SPEEDUP_VS_ESTIMATED_SERIAL = "time_parallel/speedup_vs_estimated_serial"
 MODELLED_SPEEDUP = "time_parallel/modelled_speedup"
 TIMELINE = "time_parallel/timeline"  # picture: one training step, per rank
 
@@ -110,8 +112,8 @@ SECTIONS: dict[str, tuple[Panel, ...]] = {
     ),
     "time_parallel": (
         Panel("timeline of one step", (TIMELINE,), "image"),
-        Panel("speed-up of the forward: measured and modelled",
-              (MEASURED_SPEEDUP, MODELLED_SPEEDUP)),
+        Panel("speed-up of the forward: over the estimated serial solve, and modelled",
+              (SPEEDUP_VS_ESTIMATED_SERIAL, MODELLED_SPEEDUP)),
         *(Panel(f"{timer[5:]} seconds per step, per rank", (_rank_timer(timer),))
           for timer in RANK_TIMERS),
     ),

@@ -84,7 +84,7 @@ def test_one_process_is_the_blocks_own_critical_path():
 def test_one_slice_per_rank_gives_the_textbook_schedules(iters):
     # free messages, P = N: with an all-reduce per iteration each iteration waits for the whole
     # chain of corrections (classic, N G + sum_k F + (N - k) G); without, the pipelined
-    # N G + K (F + G) (BENCHMARKING.md: S = N / (N r + K (1 + r))).
+    # N G + K (F + G) (docs/TIME_PARALLEL.md, cost model: S = N / (N r + K (1 + r))).
     n, costs = 16, SliceCosts(F, G)
     classic = n * G + sum(F + (n - k) * G for k in range(1, iters + 1))
     assert modelled_time(costs, n, n, iters).seconds == pytest.approx(classic)
