@@ -24,7 +24,6 @@ instead of NCCL, wall clocks instead of events, no peak memory) for the suite's 
 
 from __future__ import annotations
 
-import argparse
 import socket
 import statistics
 import sys
@@ -208,7 +207,7 @@ def markdown(env: dict, device_name: str, checks: list[dict], rows: list[dict],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     parser.add_argument("--slices", type=int, nargs="+", default=[16, 64, 256, 1024])
     parser.add_argument("--dims", type=int, nargs="+", default=[64, 256])
@@ -222,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print("device_check: no CUDA device on this machine; nothing checked, nothing written.")
         return 0
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    env = _common.environment(f"one process, {device_name}", args.allow_dirty)
     checks = equivalence(device) + nccl_world_of_one(device)
     worst = max(max(c["output"], c["gradient"]) for c in checks)
     rows = []
@@ -230,7 +230,6 @@ def main(argv: list[str] | None = None) -> int:
             setup = Setup(dim=dim, batch=args.batch, slices=slices, fine_steps=args.fine_steps,
                           iters=args.iters, tol=0.0)
             rows += [speed(setup, case, device, args.rounds) for case in ("forward", "train")]
-    env = _common.environment(f"one process, {device_name}")
     result = {"environment": env, "device": device_name, "equivalence": checks,
               "tolerance": TOLERANCE, "speed": rows, "arguments": vars(args)}
     path = _common.write_results(NAME, result, markdown(env, device_name, checks, rows, setup))

@@ -31,6 +31,9 @@ EXEMPT = {
     "Tested to 1e-10 in float64": "the same tolerance (docs/ARCHITECTURE.md)",
     "values to 1e-11, gradients of every mode to 1e-9": "tolerances tests/ode/test_fuzz.py asserts",
     "20 s deadline each": "a setting of tests/ode/test_fuzz.py (hypothesis' deadline)",
+    "The collective timeout (default 300 s)": "a configured default (TimeParallelStrategy)",
+    "collective timeout (default 300 s, five minutes)": "the same default (docs/RELIABILITY.md)",
+    "a 2-rank fit ends within 20 s": "the bound tests/distributed/test_failure.py asserts",
 }
 
 NUMBER = r"\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?"
