@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.tasks.base import Task
 from pnode_zoo.tasks.checkpoints import best_and_last
 from pnode_zoo.tasks.panels import FORECAST
@@ -146,13 +147,13 @@ class TrajectoryRegressor(Task):
         data = self.trainer.datamodule
         data_times = getattr(data, "times", None)
         if data_times is not None and tuple(data_times) != tuple(self.hparams.times):
-            raise ValueError(
+            raise UserInputError(
                 f"model.times {tuple(self.hparams.times)} differ from the data module's times "
                 f"{tuple(data_times)}; the CLI links data.times to model.init_args.times"
             )
         irregular = getattr(data, "irregular", None)
         if irregular is not None and irregular != self.hparams.irregular:
-            raise ValueError(
+            raise UserInputError(
                 f"model.irregular={self.hparams.irregular} but the data module's series is "
                 f"{'ir' if irregular else ''}regular; the CLI links data.irregular to "
                 "model.init_args.irregular"
