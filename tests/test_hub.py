@@ -78,7 +78,7 @@ def _digits_batch() -> torch.Tensor:
 
 def _rewrite_card(directory: Path, **changes: object) -> None:
     """Change the card and rewrite the manifest, as whoever writes the directory can."""
-    card = store.read_card(directory)
+    card = ModelCard.from_json((directory / CARD_FILE).read_text())
     (directory / CARD_FILE).write_text(dataclasses.replace(card, **changes).to_json())
     write_manifest(directory)
 
