@@ -414,9 +414,10 @@ class PnodeCLI(LightningCLI):
                 f"(see `python -m pnode_zoo {subcommand or ''} --help`)".replace("  ", " "))
 
     def _parse_ckpt_path(self) -> None:
-        """Resolve ``--ckpt_path`` (``last``/``best``: the newest run of this name), read the
-        checkpoint safely, and rebuild its model unless the command line or config says
-        otherwise.
+        """Refuse to evaluate without weights (``require_weights``), resolve ``--ckpt_path``
+        (``last``/``best``: the newest run of this name), read the checkpoint safely, check the
+        classes it and its run's config.yaml name (the zoo's own only: ``hub.classes``), and
+        rebuild its model unless the command line or config says otherwise.
 
         Lightning's own version replaces the model of ``--config`` and of the command line with
         the checkpoint's silently. Here the checkpoint's hyperparameters (and, for a checkpoint

@@ -119,7 +119,8 @@ def test_pretrained_eval_refuses_a_foreign_card_in_one_line(trap: Path, tmp_path
     assert not trap.exists()
 
 
-def test_a_changed_card_is_refused_by_its_manifest(tmp_path: Path, cli_here) -> None:
+def test_a_changed_card_is_refused_by_its_manifest(tmp_path: Path, cli_here,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     directory = _copy(tmp_path)
     card = store.read_card(directory)
     (directory / CARD_FILE).write_text(dataclasses.replace(card, metric_value=1.0).to_json())
@@ -127,6 +128,11 @@ def test_a_changed_card_is_refused_by_its_manifest(tmp_path: Path, cli_here) -> 
                "[0-9a-f]{64}: the file was changed after it was saved")
     with pytest.raises(UserInputError, match=message):
         load_pretrained(directory)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch-hub"))
+    with pytest.raises(UserInputError, match=f"config.json does not have the sha256 its "
+                                             f"{MANIFEST_FILE} lists; it was discarded"):
+        load_pretrained(directory.as_uri())  # the same directory at a URL
+    assert not list((tmp_path / "torch-hub").rglob("*.json"))
     result = cli_here(["pretrained", "eval", str(directory)])
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "the file was changed after it was saved" in (

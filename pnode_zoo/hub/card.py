@@ -178,13 +178,12 @@ def read_manifest(text: str, source: str) -> dict[str, str]:
     return digests
 
 
-def check_manifest(directory: str | Path, needed: tuple[str, ...] = (CARD_FILE,)) -> None:
-    """UserInputError unless ``directory``'s ``SHA256SUMS`` lists ``needed`` (and its weights,
+def check_manifest(directory: str | Path) -> None:
+    """UserInputError unless ``directory``'s ``SHA256SUMS`` lists its card (and its weights,
     where they lie beside the card) and every file it lists has that sha256.
 
     Args:
         directory: a pretrained directory.
-        needed: files that must be listed.
     """
     directory = Path(directory)
     manifest = directory / MANIFEST_FILE
@@ -193,9 +192,8 @@ def check_manifest(directory: str | Path, needed: tuple[str, ...] = (CARD_FILE,)
                              "checked; it was not loaded (save_pretrained and `python -m "
                              "pnode_zoo export` write one)")
     digests = read_manifest(manifest.read_text(), str(manifest))
-    if (directory / WEIGHTS_FILE).is_file():
-        needed = (*needed, WEIGHTS_FILE)
-    for name in [name for name in needed if name not in digests]:
+    read = [CARD_FILE, *([WEIGHTS_FILE] if (directory / WEIGHTS_FILE).is_file() else [])]
+    for name in [name for name in read if name not in digests]:
         raise UserInputError(f"{directory / name} is not listed in {manifest}; the directory "
                              "was not loaded")
     for name, expected in digests.items():

@@ -43,9 +43,11 @@ def check_names(spec: Any, where: str) -> str:
     if "." in class_path and class_path.partition(".")[0] != PACKAGE:  # a bare name is looked up
         raise UserInputError(f"{where} names the class {class_path!r}, which is not one of "
                              f"{PACKAGE}'s tasks or data modules; it was not imported")
-    for place, inner in _nested(spec.get("init_args") or {}, "init_args"):
-        raise UserInputError(f"{where} names the class {inner!r} in its {place}; only the task and "
-                             "data module themselves are named by class, so it was not imported")
+    nested = next(_nested(spec.get("init_args") or {}, "init_args"), None)
+    if nested is not None:
+        raise UserInputError(f"{where} names the class {nested[1]!r} in its {nested[0]}; only the "
+                             "task and data module themselves are named by class, so it was not "
+                             "imported")
     return class_path
 
 
