@@ -174,7 +174,10 @@ class TrajectoryRegressor(Task):
         """
         *batch_rest, forecast = rest
         target = batch_rest[-1]
-        past, future = self.window_times(history, *batch_rest)
+        # numpy arrays: matplotlib's conversion of a tensor is deprecated by numpy 2
+        past, future, history, target, forecast = (
+            t.detach().cpu().numpy()
+            for t in (*self.window_times(history, *batch_rest), history, target, forecast))
         figure = Figure(figsize=(4 * len(history), 3), layout="constrained")
         axes = figure.subplots(1, len(history), squeeze=False)[0]
         for k, axis in enumerate(axes):
