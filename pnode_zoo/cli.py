@@ -2,7 +2,8 @@
 ``pretrained`` and ``export``.
 
 Lightning is imported only for the training subcommands, so ``--help`` and ``models`` answer
-at once. Mistakes in the user's input end with one line on stderr and exit status 2.
+at once. Mistakes in the user's input (``UserInputError``) end with one line on stderr and exit
+status 2; any other exception is a bug: its traceback, then one line asking to report it.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import netrc
 import os
 import sys
 import textwrap
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from pnode_zoo.errors import UserInputError
 
-class UserInputError(Exception):
-    """A mistake in what the user asked for; reported as one line and exit status 2."""
+#: where a bug is reported (the last line after an unexpected exception's traceback)
+REPORT = ("this is a bug in pnode_zoo, not in your input: please report it with the traceback "
+          "above and the command that raised it")
 
 
 class TrainingStopped(Exception):
@@ -106,17 +110,21 @@ def _lightning(subcommand: str) -> Callable[[list[str]], None]:
 SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
     "fit": ("train a model (no options: the default parareal ODE-Net on scikit-learn's 8x8 "
             "digits), then test its best checkpoint", _lightning("fit")),
-    "validate": ("evaluate on the validation split (--ckpt_path PATH|last|best)",
+    "validate": ("evaluate on the validation split (weights: --ckpt_path PATH|last|best or "
+                 "--model.pretrained NAME; --untrained true evaluates fresh ones)",
                  _lightning("validate")),
-    "test": ("evaluate on the test split (--ckpt_path PATH|last|best)", _lightning("test")),
-    "predict": ("predict the test split into the run's predictions.csv (--ckpt_path "
-                "PATH|last|best; --predictions.stdout true prints them)", _lightning("predict")),
+    "test": ("evaluate on the test split (weights as for validate)", _lightning("test")),
+    "predict": ("predict the test split into the run's predictions.csv (weights as for "
+                "validate; --predictions.stdout true prints the CSV alone)",
+                _lightning("predict")),
     "models": ("list the registered models; `models NAME` shows one model's options",
                models_command),
     "pretrained": ("pretrained weights: `pretrained list [PATTERN]`, `show NAME` (its card), "
-                   "`eval NAME` (reproduce its test metric)", _pretrained("pretrained_command")),
+                   "`eval NAME|DIR` (reproduce its test metric)",
+                   _pretrained("pretrained_command")),
     "export": ("turn a Lightning checkpoint into a pretrained directory (config.json + "
-               "model.safetensors): export CKPT DIR [--name NAME]", _pretrained("export_command")),
+               "model.safetensors + SHA256SUMS): export CKPT DIR [--name NAME]",
+               _pretrained("export_command")),
     "dashboard": ("build the W&B workspace of the zoo's panels: dashboard --entity E --project P "
                   "(offline: write its definition to a file)", dashboard_command),
 }
@@ -163,3 +171,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, UserInputError) else 1)
+    except Exception as err:  # a bug: the traceback to report, and what to do with it
+        traceback.print_exc()
+        while err.__cause__ or err.__context__:  # the first raised (jsonargparse wraps it)
+            err = err.__cause__ or err.__context__
+        print(f"error: {type(err).__name__}: {REPORT}", file=sys.stderr)
+        sys.exit(1)

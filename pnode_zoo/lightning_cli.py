@@ -1,8 +1,10 @@
 """The LightningCLI of pnode_zoo: defaults, run directories, checkpoints and plain errors.
 
 Every command runs in its own run directory (see ``pnode_zoo.runs``); mistakes in the input
-are found before that directory is made (or it is removed again), so a refused command leaves
-nothing behind.
+(``UserInputError``, the parser's errors, the Trainer's ``MisconfigurationException``) are found
+before that directory is made (or it is removed again), so a refused command leaves nothing
+behind. A checkpoint and its run's ``config.yaml`` are data: the task and data module they name
+must be the zoo's own (``hub.classes``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pnode_zoo import runs
 from pnode_zoo.cli import TrainingStopped, UserInputError, prepare_wandb, wandb_has_api_key
 from pnode_zoo.data import TensorDataModule
 from pnode_zoo.distributed.strategy import check_before_launch  # also registers time_parallel
+from pnode_zoo.hub.classes import resolve_class
 from pnode_zoo.suggest import did_you_mean
 from pnode_zoo.tasks.base import Task
 from pnode_zoo.tasks.checkpoints import (
@@ -51,29 +54,56 @@ DEFAULT_DATA = "pnode_zoo.data.DigitsDataModule"
 LINKED = ("num_classes", "input_shape", "times", "irregular")  # model options the data sets
 RUN_DIR_VARIABLE = "PNODE_ZOO_RUN_DIR"  # rank 0's run directory, for the ranks it launches
 BASE_CLASSES = {"Task", "TensorDataModule", "ImageDataModule", "TrajectoryDataModule"}  # abstract
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, MisconfigurationException)
+EVALUATING = ("validate", "test", "predict")  # the subcommands that need trained weights
 
 
-def root_cause(err: BaseException) -> BaseException:
-    """The innermost exception of a chain (jsonargparse wraps the one a constructor raised)."""
-    while err.__cause__ is not None or err.__context__ is not None:
+def user_error(err: BaseException | None) -> UserInputError | None:
+    """The UserInputError in an exception's chain (jsonargparse wraps what a constructor
+    raised), or None: then it is a bug, not the user's mistake."""
+    while err is not None:
+        if isinstance(err, UserInputError):
+            return err
         err = err.__cause__ or err.__context__
-    return err
+    return None
+
+
+def require_weights(subcommand: str, config: Namespace) -> None:
+    """UserInputError unless ``validate``/``test``/``predict`` has weights to evaluate: a
+    checkpoint, a pretrained name, or ``--untrained true`` (and not both of the last and one
+    of the first).
+
+    Args:
+        subcommand: the subcommand.
+        config: its parsed configuration.
+    """
+    model_args = config.model.get("init_args") or {}
+    given = [option for option, value in (("--ckpt_path", config.get("ckpt_path")),
+                                          ("--model.pretrained", model_args.get("pretrained")))
+             if value]
+    if config.get("untrained") and given:
+        raise UserInputError(f"{subcommand}: --untrained true contradicts {given[0]}; give one")
+    if not (given or config.get("untrained")):
+        raise UserInputError(
+            f"{subcommand} needs trained weights: give a checkpoint with --ckpt_path "
+            "PATH|last|best or pretrained weights with --model.pretrained NAME (or "
+            f"--untrained true to {subcommand} freshly initialised weights on purpose)")
 
 
 def quiet() -> None:
-    """Keep the terminal to what a user acts on: no tips, deprecation notices or start-up chatter.
+    """Keep the terminal to what a user acts on: no tips or start-up chatter.
 
-    Lightning's informational lines (seed, accelerators, tips, checkpoint restoring) and
-    library deprecation warnings are hidden; warnings about the user's own run stay.
+    Lightning's informational lines (seed, accelerators, tips, checkpoint restoring) and the
+    named warnings below are hidden; every other warning, deprecations included, shows.
     ``PNODE_ZOO_DEBUG=1`` shows everything.
     """
     if os.environ.get("PNODE_ZOO_DEBUG"):
         return
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    # Lightning 2.6's own use of torch's pytree (pytorch_lightning/utilities/_pytree.py), at
+    # every predict and test: Lightning's to fix, nothing a user can change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
     # A resumed run writes into its own checkpoint folder; a test rebuilds no checkpoint state.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
@@ -252,8 +282,8 @@ class RunConfig(SaveConfigCallback):
         if path.exists():
             resumptions = len(list(self.run_dir.glob("config.resume-*.yaml")))
             path = self.run_dir / f"config.resume-{resumptions + 1}.yaml"
-        self.parser.save(self.config, str(path), skip_none=False)
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        self.parser.save(self.config, str(path), skip_unset=False)
+        config = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
         for logger in trainer.loggers:
             logger.log_hyperparams({"cli": config})
 
@@ -343,6 +373,10 @@ class PnodeCLI(LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "predictions")
+        if subcommand in EVALUATING:
+            parser.add_argument("--untrained", type=bool, default=False,
+                                help="evaluate freshly initialised weights on purpose (without "
+                                     "it, --ckpt_path or --model.pretrained is required)")
         return parser
 
     def _parse(self, parser: LightningArgumentParser, default_data: str) -> Namespace:
@@ -380,9 +414,10 @@ class PnodeCLI(LightningCLI):
                 f"(see `python -m pnode_zoo {subcommand or ''} --help`)".replace("  ", " "))
 
     def _parse_ckpt_path(self) -> None:
-        """Resolve ``--ckpt_path`` (``last``/``best``: the newest run of this name), read the
-        checkpoint safely, and rebuild its model unless the command line or config says
-        otherwise.
+        """Refuse to evaluate without weights (``require_weights``), resolve ``--ckpt_path``
+        (``last``/``best``: the newest run of this name), read the checkpoint safely, check the
+        classes it and its run's config.yaml name (the zoo's own only: ``hub.classes``), and
+        rebuild its model unless the command line or config says otherwise.
 
         Lightning's own version replaces the model of ``--config`` and of the command line with
         the checkpoint's silently. Here the checkpoint's hyperparameters (and, for a checkpoint
@@ -391,16 +426,17 @@ class PnodeCLI(LightningCLI):
         """
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
+        if subcommand in EVALUATING:
+            require_weights(subcommand, config)
+            if config.get("untrained"):
+                self.notes.append(f"note: {subcommand} of untrained weights (--untrained true)")
         if config is None or not config.get("ckpt_path"):
             return
-        try:
-            path = self._resolve_checkpoint(subcommand, config)
-            if path is None:
-                config.ckpt_path = None
-                return
-            self.checkpoint = read_checkpoint(path)
-        except (ValueError, FileNotFoundError) as err:
-            raise UserInputError(str(err)) from err
+        path = self._resolve_checkpoint(subcommand, config)
+        if path is None:
+            config.ckpt_path = None
+            return
+        self.checkpoint = read_checkpoint(path)
         self.checkpoint_path = path
         defaults = self._checkpoint_defaults(self.checkpoint, path)
         if defaults:
@@ -420,7 +456,7 @@ class PnodeCLI(LightningCLI):
         name = run_name(config)
         try:
             return runs.find_checkpoint(config.trainer.default_root_dir or RUN_ROOT, name, given)
-        except FileNotFoundError:
+        except UserInputError:
             if subcommand == "fit" and given == "last":  # as in Lightning: nothing to resume
                 self.notes.append(f"note: no earlier run of {name} to resume; starting a new one")
                 return None
@@ -435,10 +471,12 @@ class PnodeCLI(LightningCLI):
         if class_path:
             init_args = {k: _plain(v) for k, v in hparams.items() if k not in LINKED}
             defaults["model"] = {"class_path": class_path, "init_args": init_args}
+            resolve_class(defaults["model"], "task", f"checkpoint {path}")
         run_dir = runs.run_dir_of_checkpoint(path)
         if run_dir is not None:
             data = (yaml.safe_load((run_dir / runs.CONFIG).read_text()) or {}).get("data")
             if isinstance(data, dict) and data.get("class_path"):
+                resolve_class(data, "data", f"{run_dir / runs.CONFIG}: its data")
                 defaults["data"] = data
         return defaults
 
@@ -502,21 +540,30 @@ class PnodeCLI(LightningCLI):
         trainer = self._get(self.config_init, "trainer", default={})
         if not trainer.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
-        if trainer.get("enable_progress_bar") is False:  # the default bar would contradict it
-            self.trainer_defaults["callbacks"] = [
+        # under --predictions.stdout true, standard output is the CSV alone
+        csv_out = getattr(self._get(self.config_init, "predictions"), "stdout", False)
+        if csv_out:
+            kwargs["enable_progress_bar"] = False
+        if trainer.get("enable_progress_bar") is False or csv_out:  # the default bar would
+            self.trainer_defaults["callbacks"] = [  # contradict it
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, RichProgressBar)
             ]
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:  # the Trainer's check of its options
+            raise UserInputError(str(err)) from err
 
     def instantiate_classes(self) -> None:
         self.save_config_kwargs = {"run_dir": str(self.run_dir)}
         try:
             super().instantiate_classes()
             self._check_and_prepare()
-        except (*USER_ERRORS, UserInputError) as err:
+        except BaseException as err:
             self._discard_run_dir()
-            message = str(err) if isinstance(err, UserInputError) else str(root_cause(err))
-            raise UserInputError(message) from err
+            cause = user_error(err)
+            if cause is None:
+                raise
+            raise UserInputError(str(cause)) from err
 
     def _check_and_prepare(self) -> None:
         check_before_launch(self.trainer, self.model)

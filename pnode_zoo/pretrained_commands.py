@@ -1,22 +1,25 @@
-"""``pretrained list | show NAME | eval NAME`` and ``export CKPT DIR``: the hub on the command line.
+"""``pretrained list | show NAME | eval NAME|DIR`` and ``export CKPT DIR``: the hub on the
+command line.
 
-Handlers of ``cli.SUBCOMMANDS``; ``list`` and ``show`` import no Lightning. A bad name or path
-is a ``UserInputError`` (one line, exit 2).
+Handlers of ``cli.SUBCOMMANDS``; ``list`` and ``show`` import no Lightning. A bad name or path,
+a damaged directory or a card naming a class the zoo does not have is the hub's
+``UserInputError`` (one line, exit 2).
 """
 
 from __future__ import annotations
 
 import sys
 
-from pnode_zoo.cli import UserInputError
+from pnode_zoo.errors import UserInputError
 
 PRETRAINED_USAGE = ("usage: python -m pnode_zoo pretrained {list [PATTERN] | show NAME | "
-                    "eval NAME}")
+                    "eval NAME|DIR}")
 EXPORT_USAGE = "usage: python -m pnode_zoo export CKPT DIR [--name NAME]"
 
 
 def pretrained_command(args: list[str]) -> None:
-    """``pretrained list [PATTERN]``, ``show NAME`` (the card) or ``eval NAME`` (its metric)."""
+    """``pretrained list [PATTERN]``, ``show NAME`` (the card) or ``eval NAME|DIR`` (its
+    metric; a directory as ``save_pretrained`` or ``export`` writes it)."""
     from pnode_zoo.hub import list_pretrained, pretrained_card
 
     action, rest = (args[0], args[1:]) if args else ("list", [])
@@ -34,14 +37,10 @@ def pretrained_command(args: list[str]) -> None:
         return
     if action not in ("show", "eval") or len(rest) != 1:
         raise UserInputError(f"pretrained {' '.join(args)}: {PRETRAINED_USAGE}")
-    try:
-        card = pretrained_card(rest[0])
-        if action == "show":
-            print(card.to_json(), end="")
-            return
-        evaluate_command(rest[0])
-    except ValueError as err:
-        raise UserInputError(str(err)) from err
+    if action == "show":
+        print(pretrained_card(rest[0]).to_json(), end="")
+        return
+    evaluate_command(rest[0])
 
 
 def evaluate_command(source: str) -> None:
@@ -74,9 +73,6 @@ def export_command(args: list[str]) -> None:
     from pnode_zoo.lightning_cli import quiet
 
     quiet()
-    try:
-        card = export_checkpoint(args[0], args[1], name)
-    except ValueError as err:
-        raise UserInputError(str(err)) from err
+    card = export_checkpoint(args[0], args[1], name)
     print(f"{card.name}: {card.metric} {card.metric_value:.4f}, {card.weights_size:,} bytes "
           f"-> {args[1]} (load it with pnode_zoo.from_pretrained({args[1]!r}))")

@@ -27,6 +27,7 @@ import secrets
 import time
 from pathlib import Path
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.tasks.checkpoints import BEST_PREFIX
 
 CHECKPOINTS = "checkpoints"
@@ -67,7 +68,7 @@ def lock_run_dir(run_dir: Path) -> None:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
-        raise ValueError(
+        raise UserInputError(
             f"run {run_dir} is in use by another process; wait for it to end or resume from "
             "another checkpoint"
         ) from None
@@ -104,7 +105,7 @@ def find_checkpoint(root: str | Path, name: str, which: str) -> Path:
     folder = Path(root) / name
     lasts = sorted(folder.glob(f"*/{CHECKPOINTS}/{LAST}"), key=lambda p: p.stat().st_mtime)
     if not lasts:
-        raise FileNotFoundError(
+        raise UserInputError(
             f"--ckpt_path {which}: no run of {name!r} with a checkpoint under {folder}/; train "
             "one with `fit` first, or give a checkpoint's path"
         )
@@ -112,7 +113,7 @@ def find_checkpoint(root: str | Path, name: str, which: str) -> Path:
         return lasts[-1]
     bests = sorted(lasts[-1].parent.glob(f"{BEST_PREFIX}*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not bests:
-        raise FileNotFoundError(
+        raise UserInputError(
             f"--ckpt_path best: the newest run of {name!r}, {lasts[-1].parent.parent}, has no "
             f"{BEST_PREFIX}*.ckpt; use --ckpt_path last or give a checkpoint's path"
         )

@@ -10,6 +10,7 @@ from clitools import FASHION_MNIST_ABSENT
 
 from pnode_zoo.data import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 from pnode_zoo.data.images import FASHION_MNIST_SYSTEM_DIR, channel_statistics, read_idx
+from pnode_zoo.errors import UserInputError
 
 needs_fashion_mnist = pytest.mark.skipif(
     not FASHION_MNIST_SYSTEM_DIR.is_dir(),
@@ -83,7 +84,7 @@ def write_idx(path: Path, array: np.ndarray, gzipped: bool = False) -> None:
      (CIFAR10DataModule, "cifar-10-batches-py/", "data_batch_1")],
 )
 def test_offline_without_files_says_what_to_put_where(tmp_path, module, where, first_file):
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(UserInputError) as err:
         module(root=str(tmp_path))
     message = str(err.value)
     assert first_file in message and f"{tmp_path}/{where}" in message

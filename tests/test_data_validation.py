@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 
 from pnode_zoo.data import MNISTDataModule, TensorDataModule, UCRDataModule
 from pnode_zoo.data.images import read_idx
+from pnode_zoo.errors import UserInputError
 
 
 class Splits(TensorDataModule):
@@ -126,7 +127,7 @@ def test_a_ts_folder_is_read(tmp_path: Path) -> None:
     [
         (["1,2,3,?,5,6:a", "1,2,3,4,5,6:b"] * 3, ValueError, "train samples contain NaN"),
         (["not,a,number,at,all,here:a"] * 4, ValueError, "Toy_TRAIN.ts is not a readable .ts"),
-        (None, FileNotFoundError, "Toy_TEST.ts is in neither"),
+        (None, UserInputError, "Toy_TEST.ts is in neither"),
     ],
     ids=["missing_values", "garbage", "missing_file"],
 )

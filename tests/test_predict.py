@@ -49,7 +49,7 @@ def test_predictions_are_written_printed_and_agree_with_test(trained, tmp_path) 
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     (path,) = cwd.glob("runs/*/*/predictions.csv")
     text = path.read_text()
-    assert text in predicted.stdout  # printed as written
+    assert predicted.stdout == text  # printed as written, and nothing else
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == ["sample", "index", "target", "prediction", "probability"]
     # aligned with the source data: the index column points at the sample with that target
@@ -94,6 +94,23 @@ def test_weights_of_another_model_are_refused(trained, tmp_path) -> None:
     (error,) = result.stderr.strip().splitlines()
     assert "does not fit this model" in error and "trained as odenet_parareal" in error
     assert set((cwd / "runs").rglob("*")) == before  # no run directory (HOME caches aside)
+
+
+@pytest.mark.slow
+def test_untrained_predictions_on_stdout_are_the_csv_alone(tmp_path) -> None:
+    result = run_cli(["predict", "--untrained=true", "--trainer.logger=false",
+                      "--predictions.stdout=true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "note: predict of untrained weights (--untrained true)" in result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    digits = DigitsDataModule()
+    digits.setup("test")
+    assert len(rows) == len(digits.splits["test"]) == 360  # one row per test sample, no more
+    assert all(list(row) == ["sample", "index", "target", "prediction", "probability"]
+               and "" not in row.values() for row in rows)
+    assert [int(row["sample"]) for row in rows] == list(range(360))
+    (path,) = tmp_path.glob("runs/*/*/predictions.csv")
+    assert result.stdout == path.read_text()
 
 
 def test_trajectory_predictions_have_one_row_per_window_step_and_component() -> None:

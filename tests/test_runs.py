@@ -12,6 +12,7 @@ import pytest
 from clitools import TIMEOUT, read_metrics, run_dirs, start_cli
 
 from pnode_zoo import runs
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.tasks import panels
 
 
@@ -64,7 +65,7 @@ def test_last_and_best_come_from_the_run_trained_last(tmp_path: Path) -> None:
     assert found["best"] == newer / "checkpoints/best-epoch001-val_acc0.5000.ckpt"
     assert runs.run_dir_of_checkpoint(older / "checkpoints/last.ckpt") == older
     assert runs.run_dir_of_checkpoint(tmp_path / "last.ckpt") is None
-    with pytest.raises(FileNotFoundError, match="no run of 'digits-resnet'"):
+    with pytest.raises(UserInputError, match="no run of 'digits-resnet'"):
         runs.find_checkpoint(tmp_path, "digits-resnet", "last")
 
 

@@ -11,6 +11,8 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from pnode_zoo.errors import UserInputError
+
 
 def stratified_split(
     labels: np.ndarray, fraction: float | int, seed: int
@@ -58,9 +60,9 @@ class TensorDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int = 64, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+            raise UserInputError(f"data.batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
-            raise ValueError(f"data.num_workers must be at least 0, got {num_workers}")
+            raise UserInputError(f"data.num_workers must be at least 0, got {num_workers}")
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
@@ -113,13 +115,13 @@ def check_split(split: str, dataset: Dataset, input_shape: tuple[int, ...]) -> N
         input_shape: the shape the data module declares for one input sample.
     """
     if len(dataset) == 0:
-        raise ValueError(
+        raise UserInputError(
             f"data: the {split} split is empty; give the data module more samples or a "
             "larger share for this split"
         )
     shape = tuple(dataset[0][0].shape)
     if shape != tuple(input_shape):
-        raise ValueError(
+        raise UserInputError(
             f"data: {split} samples have shape {shape}, but the data module declares "
             f"input_shape {tuple(input_shape)} (channels first); check the files' format"
         )
@@ -128,7 +130,7 @@ def check_split(split: str, dataset: Dataset, input_shape: tuple[int, ...]) -> N
             bad = ~torch.isfinite(tensor.flatten(1) if tensor.dim() > 1 else tensor[:, None])
             rows = bad.any(dim=1).nonzero().flatten()
             if len(rows):
-                raise ValueError(
+                raise UserInputError(
                     f"data: {len(rows)} {split} samples contain NaN or Inf values (the first "
                     f"is sample {int(rows[0])}); fill in or drop the missing values"
                 )

@@ -6,6 +6,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 
 from pnode_zoo.data.base import TensorDataModule, stratified_split, tensor_dataset
+from pnode_zoo.errors import UserInputError
 
 
 class DigitsDataModule(TensorDataModule):
@@ -33,7 +34,7 @@ class DigitsDataModule(TensorDataModule):
         super().__init__(batch_size, seed)
         fractions_ok = 0 < test_fraction < 1 and 0 < val_fraction < 1
         if not (fractions_ok and test_fraction + val_fraction < 1):
-            raise ValueError(
+            raise UserInputError(
                 "data.test_fraction and data.val_fraction must lie in (0, 1) and sum below 1, "
                 f"got {test_fraction} and {val_fraction}"
             )

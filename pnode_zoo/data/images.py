@@ -17,6 +17,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from pnode_zoo.data.base import TensorDataModule, stratified_split
+from pnode_zoo.errors import UserInputError
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's package
 
@@ -78,16 +79,16 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"data: {path} cannot be read ({err}); replace the file") from None
+        raise UserInputError(f"data: {path} cannot be read ({err}); replace the file") from None
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ValueError(f"data: {path} is not an IDX file of unsigned bytes; replace the file")
+        raise UserInputError(f"data: {path} is not an IDX file of unsigned bytes; replace the file")
     ndim = data[3]
     if len(data) < 4 + 4 * ndim:
-        raise ValueError(f"data: {path} is truncated (its header is cut); replace the file")
+        raise UserInputError(f"data: {path} is truncated (its header is cut); replace the file")
     shape = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
     expected = 4 + 4 * ndim + int(np.prod(shape))
     if len(data) != expected:
-        raise ValueError(
+        raise UserInputError(
             f"data: {path} holds {len(data)} bytes but its header {tuple(shape)} needs "
             f"{expected} (truncated or corrupt); replace the file"
         )
@@ -129,7 +130,8 @@ class ImageDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
         if val_size < self.num_classes:
-            raise ValueError(f"data.val_size must be at least {self.num_classes}, got {val_size}")
+            raise UserInputError(
+                f"data.val_size must be at least {self.num_classes}, got {val_size}")
         self.root = Path(root)
         self.download = download
         self.val_size = val_size
@@ -165,7 +167,7 @@ class ImageDataModule(TensorDataModule):
         found = self.find_files()
         if found is None:
             searched = ", ".join(f"{folder}/" for folder in (self.folder(), *self.search_dirs))
-            raise FileNotFoundError(
+            raise UserInputError(
                 f"{self.title} is not in {searched}: put {', '.join(self.file_names())} "
                 f"into {self.folder()}/ (or pass --data.download true to fetch them when online)"
             )
@@ -185,7 +187,7 @@ class ImageDataModule(TensorDataModule):
         images, labels = self.read(train=True)
         test_images, test_labels = self.read(train=False)
         if self.val_size >= len(labels):
-            raise ValueError(
+            raise UserInputError(
                 f"data.val_size={self.val_size} leaves no training image of {len(labels)}; "
                 "give a smaller val_size"
             )
@@ -235,12 +237,12 @@ class MNISTDataModule(ImageDataModule):
         images = read_idx(files[f"{prefix}-images-idx3-ubyte"])
         labels = read_idx(files[f"{prefix}-labels-idx1-ubyte"]).astype(np.int64)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(
+            raise UserInputError(
                 f"data: {prefix} images {images.shape} and labels {labels.shape} do not match "
                 "(need [N, H, W] images and N labels); check the files"
             )
         if labels.size and not 0 <= labels.min() <= labels.max() < self.num_classes:
-            raise ValueError(f"data: {prefix} labels lie outside 0..{self.num_classes - 1}")
+            raise UserInputError(f"data: {prefix} labels lie outside 0..{self.num_classes - 1}")
         return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels)
 
 

@@ -30,6 +30,7 @@ from scipy.integrate import solve_ivp
 from torch.utils.data import Dataset, TensorDataset
 
 from pnode_zoo.data.base import TensorDataModule
+from pnode_zoo.errors import UserInputError
 
 
 class TrajectoryDataModule(TensorDataModule):
@@ -65,7 +66,7 @@ class TrajectoryDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
         if history < 1 or horizon < 1 or val_windows < 1 or test_windows < 1 or dt <= 0:
-            raise ValueError(
+            raise UserInputError(
                 "data.history, data.horizon, data.val_windows and data.test_windows must be at "
                 f"least 1 and data.dt positive, got {history}, {horizon}, {val_windows}, "
                 f"{test_windows}, {dt}"
@@ -85,7 +86,7 @@ class TrajectoryDataModule(TensorDataModule):
         self.series, self.gaps = series, gaps
         self.input_shape = (self.history, series.shape[1])
         if self.ranges()["train"].stop < self.history + self.horizon:
-            raise ValueError(
+            raise UserInputError(
                 f"data: a series of {len(self.series)} observations leaves no training window "
                 f"of history {self.history} + horizon {self.horizon} before "
                 f"{self.val_windows} + {self.test_windows} held-out windows"
@@ -184,10 +185,10 @@ class LotkaVolterraDataModule(TrajectoryDataModule):
         super().__init__(history, horizon, dt, val_windows, test_windows, batch_size, seed,
                          num_workers)
         if noise < 0 or len(initial_state) != 2 or len(params) != 4:
-            raise ValueError("data.noise must be >= 0, data.initial_state two numbers and "
+            raise UserInputError("data.noise must be >= 0, data.initial_state two numbers and "
                              f"data.params four, got {noise}, {initial_state}, {params}")
         if not 0 <= gap_spread < 1:
-            raise ValueError(f"data.gap_spread must be in [0, 1), got {gap_spread}")
+            raise UserInputError(f"data.gap_spread must be in [0, 1), got {gap_spread}")
         self.noise, self.params = noise, tuple(params)
         gaps = None
         if gap_spread:  # a generator of its own: the regular series stay as they were
@@ -245,7 +246,7 @@ class ForecastDataModule(TrajectoryDataModule):
 
         loaders = {"lynx": load_lynx, "airline": load_airline}
         if name not in loaders:
-            raise ValueError(f"data.name must be one of {', '.join(loaders)}, got {name!r}")
+            raise UserInputError(f"data.name must be one of {', '.join(loaders)}, got {name!r}")
         self.name, self.log = name, log
         values = loaders[name]().to_numpy(dtype=np.float64)[:, None]
         self.set_series(np.log10(values) if log else values)

@@ -15,6 +15,7 @@ from sklearn.preprocessing import LabelEncoder
 from torch.utils.data import Dataset
 
 from pnode_zoo.data.base import TensorDataModule, stratified_split, tensor_dataset
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.suggest import did_you_mean
 
 
@@ -22,7 +23,7 @@ def sktime_data_dir() -> Path:
     """sktime's folder of bundled data sets (found without importing sktime, which is slow)."""
     spec = find_spec("sktime")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError("data.name needs sktime, which is not installed (pip install sktime)")
+        raise UserInputError("data.name needs sktime, which is not installed (pip install sktime)")
     return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
 
 
@@ -55,7 +56,7 @@ def load_ucr_split(name: str, split: str,
     if path is None:
         bundled = bundled_ucr_names()
         if name not in bundled:
-            raise ValueError(
+            raise UserInputError(
                 f"data.name {name!r} is not a UCR/UEA set bundled with sktime"
                 f"{did_you_mean(name, bundled)}; bundled sets: {', '.join(bundled)} "
                 "(for another set, give data.path, a folder with its .ts files)"
@@ -66,14 +67,14 @@ def load_ucr_split(name: str, split: str,
         candidates = [Path(path) / file_name, Path(path) / name / file_name]
         file = next((c for c in candidates if c.is_file()), None)
         if file is None:
-            raise FileNotFoundError(
+            raise UserInputError(
                 f"data: {file_name} is in neither {candidates[0].parent}/ nor "
                 f"{candidates[1].parent}/; put the set's .ts files (UCR/UEA archive format) there"
             )
         try:
             frame, labels = load_from_tsfile(str(file), return_data_type="nested_univ")
         except Exception as err:  # sktime's parser raises anything from IOError to TypeError
-            raise ValueError(
+            raise UserInputError(
                 f"data: {file} is not a readable .ts file ({type(err).__name__}: {err}); check "
                 "its @-header lines and data rows against the UCR/UEA .ts format"
             ) from None
@@ -129,7 +130,7 @@ class UCRDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
         if not 0 < val_fraction < 1:
-            raise ValueError(f"data.val_fraction must lie in (0, 1), got {val_fraction}")
+            raise UserInputError(f"data.val_fraction must lie in (0, 1), got {val_fraction}")
         self.name = name
         self.path = path
         self.val_fraction = val_fraction
@@ -138,11 +139,12 @@ class UCRDataModule(TensorDataModule):
         self.test_series, test_labels = load_ucr_split(name, "test", path)
         if not self.train_series or not self.test_series:
             empty = "train" if not self.train_series else "test"
-            raise ValueError(f"data: the {empty} split of {name!r} holds no series")
+            raise UserInputError(f"data: the {empty} split of {name!r} holds no series")
         self.encoder = LabelEncoder().fit(train_labels)
         unseen = sorted(set(test_labels) - set(self.encoder.classes_))
         if unseen:
-            raise ValueError(f"data.name {name!r}: test labels {unseen} never occur in training")
+            raise UserInputError(
+                f"data.name {name!r}: test labels {unseen} never occur in training")
         self.train_labels = self.encoder.transform(train_labels)
         self.test_labels = self.encoder.transform(test_labels)
         self.classes: list[str] = [str(label) for label in self.encoder.classes_]

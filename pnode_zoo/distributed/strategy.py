@@ -49,6 +49,7 @@ from torch import nn
 from torch.distributed import distributed_c10d
 
 from pnode_zoo.distributed.communicator import TimeGroup, create_groups
+from pnode_zoo.errors import UserInputError
 
 
 @runtime_checkable
@@ -91,9 +92,9 @@ class TimeParallelStrategy(DDPStrategy):
         **kwargs: Any,
     ) -> None:
         if time_parallel_size is not None and time_parallel_size < 1:
-            raise ValueError(f"time_parallel_size must be >= 1, got {time_parallel_size}")
+            raise UserInputError(f"time_parallel_size must be >= 1, got {time_parallel_size}")
         if not (timeout > 0 and startup_timeout > 0):
-            raise ValueError(
+            raise UserInputError(
                 f"timeout and startup_timeout must be positive numbers of seconds, got {timeout} "
                 f"and {startup_timeout}"
             )
@@ -116,25 +117,25 @@ class TimeParallelStrategy(DDPStrategy):
         """Raise ValueError if this world and ``model`` cannot run time-parallel."""
         size, env = self.time_size, self.cluster_environment
         if isinstance(env, TorchElasticEnvironment) and env.world_size() != self.world:
-            raise ValueError(
+            raise UserInputError(
                 f"time_parallel: torchrun started {env.world_size()} processes but devices x "
                 f"num_nodes = {self.world}; make --trainer.devices equal --nproc_per_node"
             )
         if self.world % size:
-            raise ValueError(
+            raise UserInputError(
                 f"time_parallel: devices x num_nodes = {self.world} is not divisible by "
                 f"time_parallel_size={size}"
             )
         blocks = time_parallel_blocks(model)
         if size > 1 and not blocks:
-            raise ValueError(
+            raise UserInputError(
                 "time_parallel: the model has no parareal block to split over "
                 f"time_parallel_size={size} ranks; use --trainer.strategy=ddp for data "
                 "parallelism alone"
             )
         for block in blocks:
             if block.num_slices % size:
-                raise ValueError(
+                raise UserInputError(
                     f"time_parallel: num_slices={block.num_slices} of a parareal block is not "
                     f"divisible by time_parallel_size={size}"
                 )

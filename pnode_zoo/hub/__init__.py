@@ -4,7 +4,7 @@
 ``create_model(name, pretrained=True)`` builds one with its weights, ``load_pretrained`` also
 takes a directory or a URL and returns the model and its ``ModelCard``, ``create_transform``
 turns raw samples into the model's inputs, and ``save_pretrained``/``from_pretrained`` write and
-read the shareable directory layout (``config.json`` + ``model.safetensors``).
+read the shareable directory layout (``config.json`` + ``model.safetensors`` + ``SHA256SUMS``).
 """
 
 from pnode_zoo.hub.card import ModelCard, Preprocessing, create_transform

@@ -1,7 +1,10 @@
 """Model cards: what a weight file is, how it was made and how well it does, as data.
 
 A card is stored as ``config.json`` beside its ``model.safetensors``, the layout of a Hugging
-Face Hub repository, so a directory of the two is all it takes to share a model.
+Face Hub repository, with ``SHA256SUMS`` (``sha256sum``'s format) covering both, so a directory
+of the three is all it takes to share a model. A card is data: it names the zoo's own task and
+data module by class path and the network by registry name, and nothing else is built from it
+(``hub.classes``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from typing import Any
 
 import torch
 
+from pnode_zoo.errors import UserInputError
+
 CARD_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` checks a directory by hand
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str, source: str = "card") -> ModelCard:
-        """A card from JSON; ValueError naming ``source`` if fields are missing or unknown.
+        """A card from JSON; UserInputError naming ``source`` if fields are missing or unknown.
 
         Args:
             text: the JSON text.
@@ -114,15 +120,15 @@ class ModelCard:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{source} is not valid JSON ({err}); not a model card") from None
+            raise UserInputError(f"{source} is not valid JSON ({err}); not a model card") from None
         names = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
         if not isinstance(values, dict) or not required <= set(values) or set(values) - names:
             keys = set(values) if isinstance(values, dict) else set()
             problems = [f"missing {', '.join(sorted(required - keys))}" if required - keys else "",
                         f"unknown {', '.join(sorted(keys - names))}" if keys - names else ""]
-            raise ValueError(f"{source} is not a pnode_zoo model card "
-                             f"({'; '.join(p for p in problems if p) or 'not a JSON object'})")
+            raise UserInputError(f"{source} is not a pnode_zoo model card "
+                                 f"({'; '.join(p for p in problems if p) or 'not a JSON object'})")
         prep = dict(values["preprocessing"])
         for key in ("input_shape", "label_names", "mean", "std"):
             if prep.get(key) is not None:
@@ -138,6 +144,67 @@ def file_sha256(path: str | Path) -> str:
     """
     with Path(path).open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def write_manifest(directory: str | Path) -> Path:
+    """Write ``SHA256SUMS``: the sha256 of every other file of ``directory`` (``sha256sum``'s
+    format), so a change to the card is found as a change to the weights is.
+
+    Args:
+        directory: a pretrained directory (its card and weights written).
+    """
+    directory = Path(directory)
+    lines = [f"{file_sha256(path)}  {path.name}\n" for path in sorted(directory.iterdir())
+             if path.is_file() and path.name != MANIFEST_FILE]
+    manifest = directory / MANIFEST_FILE
+    manifest.write_text("".join(lines))
+    return manifest
+
+
+def read_manifest(text: str, source: str) -> dict[str, str]:
+    """File name -> sha256 of a ``SHA256SUMS`` text; UserInputError for a malformed line.
+
+    Args:
+        text: the manifest's content.
+        source: where it came from, for messages.
+    """
+    digests = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name or "/" in name or name.startswith("."):
+            raise UserInputError(f"{source} line {number} is not `<sha256>  <file name>`; the "
+                                 "directory was not loaded")
+        digests[name] = digest
+    return digests
+
+
+def check_manifest(directory: str | Path) -> None:
+    """UserInputError unless ``directory``'s ``SHA256SUMS`` lists its card (and its weights,
+    where they lie beside the card) and every file it lists has that sha256.
+
+    Args:
+        directory: a pretrained directory.
+    """
+    directory = Path(directory)
+    manifest = directory / MANIFEST_FILE
+    if not manifest.is_file():
+        raise UserInputError(f"{directory} holds no {MANIFEST_FILE}, so its card cannot be "
+                             "checked; it was not loaded (save_pretrained and `python -m "
+                             "pnode_zoo export` write one)")
+    digests = read_manifest(manifest.read_text(), str(manifest))
+    read = [CARD_FILE, *([WEIGHTS_FILE] if (directory / WEIGHTS_FILE).is_file() else [])]
+    for name in [name for name in read if name not in digests]:
+        raise UserInputError(f"{directory / name} is not listed in {manifest}; the directory "
+                             "was not loaded")
+    for name, expected in digests.items():
+        path = directory / name
+        if not path.is_file():
+            raise UserInputError(f"{path} is listed in {manifest} but missing; the directory was "
+                                 "not loaded")
+        if (digest := file_sha256(path)) != expected:
+            raise UserInputError(f"{path} has sha256 {digest}, but {manifest} says {expected}: "
+                                 "the file was changed after it was saved; the directory was not "
+                                 "loaded")
 
 
 def create_transform(card: ModelCard) -> Callable[[Any], torch.Tensor]:
@@ -158,8 +225,8 @@ def create_transform(card: ModelCard) -> Callable[[Any], torch.Tensor]:
         x = torch.as_tensor(samples, dtype=torch.float32)
         if tuple(x.shape[-len(shape):]) != shape:
             if x.numel() % size:
-                raise ValueError(f"{card.name} takes samples of shape {list(shape)}, got "
-                                 f"{list(x.shape)}")
+                raise UserInputError(f"{card.name} takes samples of shape {list(shape)}, got "
+                                     f"{list(x.shape)}")
             x = x.reshape(-1, *shape)
         x = x * prep.scale
         if prep.per_series:

@@ -1,14 +1,15 @@
 """Lightning checkpoint -> card + safetensors, and the evaluation that measures a card's metric.
 
 A checkpoint is read with ``weights_only=True`` (``tasks.checkpoints.read_checkpoint``); its run
-directory's ``config.yaml`` says which data it was trained on. The test metric written on the
-card is measured on the exported weights themselves, so ``pretrained eval`` reproduces it.
+directory's ``config.yaml`` says which data it was trained on. Both are data: the task and data
+module they name are looked up among the zoo's own (``hub.classes``), never imported by name.
+The test metric written on the card is measured on the exported weights themselves, so
+``pretrained eval`` reproduces it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import math
 import re
@@ -22,20 +23,16 @@ import yaml
 from torch import nn
 
 from pnode_zoo import runs
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.hub.card import ModelCard, Preprocessing, file_sha256
 from pnode_zoo.hub.catalogue import DATASETS
+from pnode_zoo.hub.classes import resolve_class
 from pnode_zoo.hub.store import pretrained_card, save_pretrained
 from pnode_zoo.models import create_model, model_entry
 from pnode_zoo.tasks.base import Task
 from pnode_zoo.tasks.checkpoints import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def import_class(class_path: str) -> type:
-    """The class at a dotted path, e.g. ``pnode_zoo.tasks.Classifier``."""
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def dataset_name(data: dict[str, Any]) -> str:
@@ -46,15 +43,17 @@ def dataset_name(data: dict[str, Any]) -> str:
 
 
 def build_data(card: ModelCard) -> pl.LightningDataModule:
-    """The card's data module, set up for testing."""
-    datamodule = import_class(card.data["class_path"])(**card.data.get("init_args") or {})
+    """The card's data module (one of the zoo's), set up for testing."""
+    data_class = resolve_class(card.data, "data", f"the card of {card.name}: its data")
+    datamodule = data_class(**card.data.get("init_args") or {})
     datamodule.setup("test")
     return datamodule
 
 
 def build_task(card: ModelCard, net: nn.Module) -> Task:
-    """The card's Lightning task holding ``net``'s weights."""
-    task = import_class(card.task["class_path"])(**card.task["init_args"])
+    """The card's Lightning task (one of the zoo's) holding ``net``'s weights."""
+    task_class = resolve_class(card.task, "task", f"the card of {card.name}: its task")
+    task = task_class(**card.task["init_args"])
     task.net.load_state_dict(net.state_dict())
     return task
 
@@ -131,7 +130,8 @@ def _plain(value: Any) -> Any:
 def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
                       name: str | None = None, provenance: dict[str, Any] | None = None
                       ) -> ModelCard:
-    """Write a Lightning checkpoint of any task as ``config.json`` + ``model.safetensors``.
+    """Write a Lightning checkpoint of any task as ``config.json`` + ``model.safetensors`` (and
+    their ``SHA256SUMS``).
 
     The checkpoint must lie in its run directory (``<run>/checkpoints/``), whose
     ``config.yaml`` names the data. The test metric is measured on the exported weights.
@@ -148,16 +148,20 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
     checkpoint = read_checkpoint(checkpoint_path)
     run_dir = runs.run_dir_of_checkpoint(checkpoint_path)
     if run_dir is None:
-        raise ValueError(f"{checkpoint_path} does not lie in a run directory "
+        raise UserInputError(f"{checkpoint_path} does not lie in a run directory "
                          "(runs/<name>/<id>/checkpoints/), so the data it was trained on is "
                          "unknown; export a checkpoint written by `fit`")
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     class_path = hparams.pop("_class_path", None)
     hparams.pop("_instantiator", None)
     if class_path is None or "arch" not in hparams:
-        raise ValueError(f"{checkpoint_path} holds no pnode_zoo task's hyperparameters; export "
+        raise UserInputError(f"{checkpoint_path} holds no pnode_zoo task's hyperparameters; export "
                          "a checkpoint written by `python -m pnode_zoo fit`")
     config = yaml.safe_load((run_dir / runs.CONFIG).read_text())
+    task_class = resolve_class({"class_path": class_path, "init_args": hparams}, "task",
+                               f"checkpoint {checkpoint_path}")
+    data_class = resolve_class((config or {}).get("data"), "data",
+                               f"{run_dir / runs.CONFIG}: its data")
     arch, arch_args = network_of(hparams)
     net = create_model(arch, **arch_args)
     net.load_state_dict({key.removeprefix("net."): value
@@ -168,8 +172,7 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
     task_args = {**{key: value for key, value in hparams.items() if key != "pretrained"},
                  "arch": arch, "arch_args": {key: value for key, value in arch_args.items()
                                              if key not in hparams}}
-    task_class = import_class(class_path)
-    datamodule = import_class(data["class_path"])(**data["init_args"])
+    datamodule = data_class(**data["init_args"])
     datamodule.setup("test")
     prep = datamodule.preprocessing
     classes = getattr(datamodule, "classes", None) or [

@@ -4,8 +4,9 @@
 ``catalogue.CONFIGS``) runs ``python -m pnode_zoo fit --config <its config>`` (seeded by the
 config, no logger) in a temporary run root, exports the checkpoint that fit tested (the
 config's ``final-*`` checkpoint where it keeps one, else the best), measures the test metric on
-the exported weights, writes ``pnode_zoo/hub/weights/<name>/`` and regenerates the README's
-table. Run it from the repository (it reads ``configs/``).
+the exported weights, writes ``pnode_zoo/hub/weights/<name>/`` (card, weights and their
+``SHA256SUMS``) and regenerates the README's table. Run it from the repository (it reads
+``configs/``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import yaml
@@ -87,8 +87,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no catalogue name matches; names: {', '.join(CONFIGS)}")
     for logger in ("pytorch_lightning", "lightning_fabric"):  # one line per name is enough
         logging.getLogger(logger).setLevel(logging.WARNING)
-    for category in (DeprecationWarning, FutureWarning):  # libraries' notices, not the user's
-        warnings.filterwarnings("ignore", category=category)
     commit = git_commit()
     for name in names:
         regenerate(name, commit)

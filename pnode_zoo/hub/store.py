@@ -1,8 +1,11 @@
 """Finding, verifying and loading pretrained weights: by name, from a directory or a URL.
 
-The weights are read only as safetensors, after their size and sha256 match their card, so no
-file on this path can run code. Remote weights are downloaded on first use (never at import)
-into torch's hub cache, ``torch.hub.get_dir()/pnode_zoo/``, and checked again on every load.
+A directory's ``SHA256SUMS`` is checked before its card is read, the card may name only the
+zoo's own task and data module (``hub.classes``; nothing is built from it here but the
+registered network), and the weights are read only as safetensors, after their size and
+sha256 match their card, so no file on this path can run code. Remote weights are downloaded
+on first use (never at import) into torch's hub cache, ``torch.hub.get_dir()/pnode_zoo/``, and
+checked again on every load.
 """
 
 from __future__ import annotations
@@ -19,7 +22,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pnode_zoo.hub.card import CARD_FILE, WEIGHTS_FILE, ModelCard, file_sha256
+from pnode_zoo.errors import UserInputError
+from pnode_zoo.hub.card import (
+    CARD_FILE,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    check_manifest,
+    file_sha256,
+    read_manifest,
+    write_manifest,
+)
+from pnode_zoo.hub.classes import check_names
 from pnode_zoo.models.registry import create_model
 from pnode_zoo.suggest import did_you_mean
 
@@ -47,28 +61,44 @@ def list_pretrained(pattern: str = "*") -> list[str]:
 
 
 def read_card(directory: str | Path) -> ModelCard:
-    """The card (``config.json``) of a pretrained directory.
+    """The card (``config.json``) of a pretrained directory, after its ``SHA256SUMS`` matched
+    and its class paths were checked (``check_card``).
 
     Args:
         directory: a directory as ``save_pretrained`` writes it.
     """
     path = Path(directory) / CARD_FILE
     if not path.is_file():
-        raise ValueError(f"{directory} holds no {CARD_FILE}; a pretrained directory holds "
-                         f"{CARD_FILE} and {WEIGHTS_FILE} (see save_pretrained)")
-    return ModelCard.from_json(path.read_text(), str(path))
+        raise UserInputError(f"{directory} holds no {CARD_FILE}; a pretrained directory holds "
+                             f"{CARD_FILE}, {WEIGHTS_FILE} and {MANIFEST_FILE} (see "
+                             "save_pretrained)")
+    check_manifest(directory)
+    return check_card(ModelCard.from_json(path.read_text(), str(path)))
+
+
+def check_card(card: ModelCard) -> ModelCard:
+    """``card`` if its task and data name only the zoo's classes (``hub.classes.check_names``);
+    UserInputError naming the class otherwise. Imports nothing.
+
+    Args:
+        card: a card just read.
+    """
+    check_names(card.task, f"the card of {card.name}: its task")
+    check_names(card.data, f"the card of {card.name}: its data")
+    return card
 
 
 def pretrained_card(name: str) -> ModelCard:
-    """The card of a shipped pretrained model; ValueError listing close names otherwise.
+    """The card of a shipped pretrained model; UserInputError listing close names otherwise.
 
     Args:
         name: a name from ``list_pretrained()``.
     """
     directories = shipped()
     if name not in directories:
-        raise ValueError(f"no pretrained model named {name!r}{did_you_mean(name, directories)}; "
-                         f"pretrained: {', '.join(directories) or 'none'}")
+        raise UserInputError(f"no pretrained model named {name!r}"
+                             f"{did_you_mean(name, directories)}; pretrained: "
+                             f"{', '.join(directories) or 'none'}")
     return read_card(directories[name])
 
 
@@ -85,11 +115,11 @@ def _download(url: str, target: Path, sha256: str | None) -> Path:
         torch.hub.download_url_to_file(url, str(target), hash_prefix=sha256, progress=False)
     except RuntimeError as err:
         if "invalid hash value" in str(err):
-            raise ValueError(f"the download of {url} has another sha256 than its card says "
-                             f"({sha256}); it was discarded") from None
+            raise UserInputError(f"the download of {url} has another sha256 than its card says "
+                                 f"({sha256}); it was discarded") from None
         raise
     except (URLError, OSError) as err:
-        raise ValueError(f"could not download {url} ({err})") from None
+        raise UserInputError(f"could not download {url} ({err})") from None
     return target
 
 
@@ -104,18 +134,30 @@ def weights_path(card: ModelCard, directory: Path | None) -> Path:
     if directory is not None and (directory / WEIGHTS_FILE).is_file():
         return directory / WEIGHTS_FILE
     if card.url is None:
-        raise ValueError(f"{card.name}: no {WEIGHTS_FILE} in {directory} and no url on its card")
+        raise UserInputError(f"{card.name}: no {WEIGHTS_FILE} in {directory} and no url on its "
+                             "card")
     target = _cache_dir() / "weights" / f"{card.weights_sha256}.safetensors"
     return _download(card.url, target, card.weights_sha256)
 
 
 def _from_url(url: str) -> tuple[ModelCard, Path]:
     """Card and weights of a pretrained directory at ``url`` (its card's url, else
-    ``<url>/model.safetensors``), the card downloaded once into the cache."""
+    ``<url>/model.safetensors``), card and manifest downloaded once into the cache and the card
+    checked against the manifest."""
     base = url.removesuffix(f"/{CARD_FILE}").rstrip("/")
     key = hashlib.sha256(base.encode()).hexdigest()[:16]
+    manifest = _download(f"{base}/{MANIFEST_FILE}", _cache_dir() / "cards" / f"{key}.sha256",
+                         None)
+    digests = read_manifest(manifest.read_text(), f"{base}/{MANIFEST_FILE}")
     card_path = _download(f"{base}/{CARD_FILE}", _cache_dir() / "cards" / f"{key}.json", None)
-    card = ModelCard.from_json(card_path.read_text(), f"{base}/{CARD_FILE}")
+    if file_sha256(card_path) != digests.get(CARD_FILE):
+        card_path.unlink()
+        raise UserInputError(f"{base}/{CARD_FILE} does not have the sha256 its {MANIFEST_FILE} "
+                             "lists; it was discarded")
+    card = check_card(ModelCard.from_json(card_path.read_text(), f"{base}/{CARD_FILE}"))
+    if digests.get(WEIGHTS_FILE, card.weights_sha256) != card.weights_sha256:
+        raise UserInputError(f"{base}/{MANIFEST_FILE} and its card list different weights; "
+                             "they were not loaded")
     if card.url is None:
         card = dataclasses.replace(card, url=f"{base}/{WEIGHTS_FILE}")
     return card, weights_path(card, None)
@@ -125,7 +167,7 @@ def resolve(source: str | Path) -> tuple[ModelCard, Path]:
     """The card and the verified local weight file of a name, a directory or a URL.
 
     Args:
-        source: a pretrained name, a directory holding config.json and model.safetensors
+        source: a pretrained name, a directory holding config.json, model.safetensors and SHA256SUMS
             (or its model.safetensors), or the URL of such a directory.
     """
     text = str(source)
@@ -136,8 +178,8 @@ def resolve(source: str | Path) -> tuple[ModelCard, Path]:
         if path.is_file() and path.name == WEIGHTS_FILE:
             path = path.parent
         elif path.is_file():
-            raise ValueError(f"{path} is a file, not a pretrained directory; "
-                             f"{refuse_pickle(path) or 'give the directory of its ' + CARD_FILE}")
+            reason = refuse_pickle(path) or f"give the directory of its {CARD_FILE}"
+            raise UserInputError(f"{path} is a file, not a pretrained directory; {reason}")
         card = read_card(path)
         path = weights_path(card, path)
     else:
@@ -159,7 +201,7 @@ def refuse_pickle(path: Path) -> str:
 
 
 def verify(card: ModelCard, path: Path) -> None:
-    """ValueError unless ``path`` has the size and sha256 on ``card`` and is safetensors.
+    """UserInputError unless ``path`` has the size and sha256 on ``card`` and is safetensors.
 
     Args:
         card: the card.
@@ -167,14 +209,14 @@ def verify(card: ModelCard, path: Path) -> None:
     """
     digest = file_sha256(path)
     if digest != card.weights_sha256:
-        raise ValueError(f"{path} has sha256 {digest}, but the card of {card.name} says "
-                         f"{card.weights_sha256}: the file is damaged or not these weights; it "
-                         "was not loaded")
+        raise UserInputError(f"{path} has sha256 {digest}, but the card of {card.name} says "
+                             f"{card.weights_sha256}: the file is damaged or not these weights; it "
+                             "was not loaded")
     if path.stat().st_size != card.weights_size:
-        raise ValueError(f"{path} has {path.stat().st_size} bytes, but the card of {card.name} "
-                         f"says {card.weights_size}; it was not loaded")
+        raise UserInputError(f"{path} has {path.stat().st_size} bytes, but the card of {card.name} "
+                             f"says {card.weights_size}; it was not loaded")
     if reason := refuse_pickle(path):
-        raise ValueError(f"{path} is not safetensors: {reason}")
+        raise UserInputError(f"{path} is not safetensors: {reason}")
 
 
 def read_weights(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:
@@ -187,7 +229,8 @@ def read_weights(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except SafetensorError as err:
-        raise ValueError(f"{path} ({card.name}) is not a valid safetensors file ({err})") from None
+        raise UserInputError(f"{path} ({card.name}) is not a valid safetensors file "
+                             f"({err})") from None
 
 
 def classifier_layer(model: nn.Module) -> str:
@@ -198,7 +241,7 @@ def classifier_layer(model: nn.Module) -> str:
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], card: ModelCard,
                  new_head: bool = False) -> None:
-    """Copy ``state`` into ``model``; ValueError naming the first layer that does not fit.
+    """Copy ``state`` into ``model``; UserInputError naming the first layer that does not fit.
 
     Args:
         model: a model of the card's architecture.
@@ -213,9 +256,9 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], card: ModelCa
     unexpected = [key for key in state if key not in expected]
     if missing or unexpected:
         found = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise ValueError(f"the weights of {card.name} do not fit this {type(model).__name__}: "
-                         f"{len(missing)} missing and {len(unexpected)} unexpected ({found}); "
-                         f"they are for {card.arch}")
+        raise UserInputError(f"the weights of {card.name} do not fit this {type(model).__name__}: "
+                             f"{len(missing)} missing and {len(unexpected)} unexpected ({found}); "
+                             f"they are for {card.arch}")
     replaced = []
     for key, value in expected.items():
         if state[key].shape == value.shape:
@@ -224,9 +267,9 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], card: ModelCa
             state[key] = value
             replaced.append(key)
             continue
-        raise ValueError(f"layer {key} is {list(state[key].shape)} in the weights of {card.name} "
-                         f"but {list(value.shape)} in this model; build it with the card's "
-                         f"options ({card.arch}, {card.arch_args})")
+        raise UserInputError(f"layer {key} is {list(state[key].shape)} in the weights of "
+                             f"{card.name} but {list(value.shape)} in this model; build it "
+                             f"with the card's options ({card.arch}, {card.arch_args})")
     model.load_state_dict(state)
     if replaced:
         classes = card.arch_args.get("num_classes")
@@ -249,8 +292,8 @@ def create_pretrained(name: str, pretrained: bool = False, **kwargs: object) -> 
     if "." not in name:
         names = list_pretrained(f"{name}.*")
         if not names:
-            raise ValueError(f"no pretrained weights for {name!r}; pretrained names: "
-                             f"{', '.join(list_pretrained()) or 'none'}")
+            raise UserInputError(f"no pretrained weights for {name!r}; pretrained names: "
+                                 f"{', '.join(list_pretrained()) or 'none'}")
         name = names[0]
     card = pretrained_card(name)
     model = create_model(card.arch, **{**card.arch_args, **kwargs})
@@ -281,14 +324,14 @@ def from_pretrained(directory: str | Path) -> tuple[nn.Module, ModelCard]:
         directory: holds ``config.json`` and ``model.safetensors``.
     """
     if "://" not in str(directory) and not Path(directory).is_dir():
-        raise ValueError(f"{directory} is not a directory; give one holding {CARD_FILE} and "
-                         f"{WEIGHTS_FILE}")
+        raise UserInputError(f"{directory} is not a directory; give one holding {CARD_FILE} and "
+                             f"{WEIGHTS_FILE}")
     return load_pretrained(directory)
 
 
 def save_pretrained(model: nn.Module, card: ModelCard, directory: str | Path) -> ModelCard:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory``; return the card with
-    the weights' size, sha256 and parameter count filled in.
+    """Write ``model.safetensors``, ``config.json`` and their ``SHA256SUMS`` into ``directory``;
+    return the card with the weights' size, sha256 and parameter count filled in.
 
     Args:
         model: the network (a registry model, not the Lightning task).
@@ -304,4 +347,5 @@ def save_pretrained(model: nn.Module, card: ModelCard, directory: str | Path) ->
         card, weights_size=weights.stat().st_size, weights_sha256=file_sha256(weights),
         num_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
     (directory / CARD_FILE).write_text(card.to_json())
+    write_manifest(directory)
     return card

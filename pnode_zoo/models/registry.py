@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.suggest import did_you_mean
 
 ModelFn = Callable[..., nn.Module]
@@ -43,7 +44,7 @@ def model_entry(name: str) -> ModelFn:
         name: a registered model name.
     """
     if name not in _MODELS:
-        raise ValueError(
+        raise UserInputError(
             f"unknown model {name!r}{did_you_mean(name, _MODELS)}; known models: "
             f"{', '.join(list_models())}"
         )
@@ -69,7 +70,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs: object) -> nn.Mo
     accepted = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"model {name!r} has no option {', '.join(map(repr, unknown))}"
             f"{did_you_mean(unknown[0], accepted)}; its options are: {', '.join(accepted)}"
         )
@@ -77,7 +78,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs: object) -> nn.Mo
         default = accepted[key].default
         kind = type(default).__name__
         if value is not None and kind in KINDS and not _same_kind(value, default):
-            raise ValueError(
+            raise UserInputError(
                 f"model {name!r} option {key} must be {KINDS[kind]} (like its default "
                 f"{default!r}), got {value!r}"
             )

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.models.common import StemBlockHead, parareal_block
 from pnode_zoo.models.registry import register_model
 from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealOptions, group_norm
@@ -51,7 +52,7 @@ def series_stem(
     layer, if ``batch_norm``), FCN's next conv-BN-ReLU layers (kernels 5, 3) up to ``layers``
     in all, then ``downsample`` stride-2 convolutions."""
     if not 1 <= layers <= 3 or (layers > 1 and not batch_norm):
-        raise ValueError(
+        raise UserInputError(
             f"stem_layers must be 1, or 2 to 3 with stem_batch_norm: true, got {layers}"
         )
     first = conv_bn_relu if batch_norm else same_conv
@@ -118,7 +119,7 @@ def resnet1d(
         widths: filters of each residual block.
     """
     if not widths:
-        raise ValueError("widths must name at least one block width")
+        raise UserInputError("widths must name at least one block width")
     channels = [input_shape[0], *widths[:-1]]
     blocks = [ResidualBlock1d(c_in, c_out) for c_in, c_out in zip(channels, widths, strict=True)]
     head = pooling_head(widths[-1], num_classes)

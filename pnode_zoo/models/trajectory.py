@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.models.common import parareal_options
 from pnode_zoo.models.registry import register_model
 from pnode_zoo.ode import (
@@ -55,7 +56,7 @@ class TrajectoryNODE(nn.Module):
     ) -> None:
         super().__init__()
         if augment < 0:
-            raise ValueError(f"augment must be >= 0, got {augment}")
+            raise UserInputError(f"augment must be >= 0, got {augment}")
         self.block = block
         self.state_dim, self.history, self.stride = state_dim, history, stride
         self.irregular = irregular
@@ -91,7 +92,7 @@ def check_gaps(irregular: bool, gaps: torch.Tensor | None) -> None:
         gaps: the gaps given to its forward.
     """
     if (gaps is not None) != irregular:
-        raise ValueError(
+        raise UserInputError(
             "an irregular trajectory model needs the windows' gaps and a regular one takes "
             "none: give irregularly sampled data to a model built with irregular=True"
         )
@@ -151,9 +152,10 @@ def forecast_interval(times: Sequence[float]) -> tuple[float, float, int]:
     grid = torch.as_tensor(times, dtype=torch.float64)
     gaps = grid.diff()
     if grid.dim() != 1 or len(grid) < 2 or not bool((gaps > 0).all()):
-        raise ValueError(f"times must be at least 2 strictly increasing values, got {times}")
+        raise UserInputError(f"times must be at least 2 strictly increasing values, got {times}")
     if not torch.allclose(gaps, gaps[0], rtol=1e-6, atol=0.0):
-        raise ValueError(f"times must be equally spaced (the ODE blocks' output grid), got {times}")
+        raise UserInputError(
+            f"times must be equally spaced (the ODE blocks' output grid), got {times}")
     return float(grid[0]), float(grid[-1]), len(grid) - 1
 
 
@@ -258,7 +260,7 @@ def trajectory_node_parareal(
     given = parareal.as_dict() if isinstance(parareal, PararealOptions) else dict(parareal or {})
     options = parareal_options({"num_slices": intervals, **given})
     if options.num_slices % intervals:
-        raise ValueError(
+        raise UserInputError(
             f"parareal.num_slices={options.num_slices} must be a multiple of the {intervals} "
             "forecast intervals"
         )

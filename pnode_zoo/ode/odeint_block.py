@@ -7,6 +7,8 @@ import torchdiffeq
 from torch import nn
 from torchdiffeq._impl.odeint import SOLVERS
 
+from pnode_zoo.errors import UserInputError
+
 FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams",
                       "implicit_adams")
 
@@ -60,16 +62,16 @@ class ODEBlock(nn.Module):
     ) -> None:
         super().__init__()
         if t1 <= t0:
-            raise ValueError(f"t1 must be greater than t0, got t0={t0}, t1={t1}")
+            raise UserInputError(f"t1 must be greater than t0, got t0={t0}, t1={t1}")
         if method not in SOLVERS:
             known = ", ".join(sorted(SOLVERS))
-            raise ValueError(f"unknown ODE method {method!r}; choose one of: {known}")
+            raise UserInputError(f"unknown ODE method {method!r}; choose one of: {known}")
         if steps < 1 or num_intervals < 1:
-            raise ValueError(
+            raise UserInputError(
                 f"steps and num_intervals must be at least 1, got {steps} and {num_intervals}"
             )
         if method in FIXED_GRID_METHODS and steps % num_intervals:
-            raise ValueError(
+            raise UserInputError(
                 f"steps ({steps}) must be a multiple of num_intervals ({num_intervals}) so that "
                 "every output time is on the fixed grid"
             )

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode.propagators import Propagator
 
 #: Gradient modes, each exact for what it claims (see ``PararealOptions.backward``).
@@ -106,28 +107,28 @@ class PararealOptions:
                 continue
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not (number and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+                raise UserInputError(f"{name} must be a number >= 0, got {value!r}")
         _check_int("backward_micro_batches", self.backward_micro_batches, 1)
         if self.backward_micro_batches > 1 and self.backward != "fine_adjoint":
-            raise ValueError(
+            raise UserInputError(
                 f"backward_micro_batches={self.backward_micro_batches} needs "
                 f"backward='fine_adjoint' (the only sequential chain it pipelines), got "
                 f"{self.backward!r}"
             )
         if self.backward in _RENAMED:
-            raise ValueError(
+            raise UserInputError(
                 f"backward={self.backward!r} was renamed: use {_RENAMED[self.backward]!r} "
                 f"(modes: {', '.join(BACKWARD_MODES)})"
             )
         if self.backward not in BACKWARD_MODES:
-            raise ValueError(
+            raise UserInputError(
                 f"backward must be one of {', '.join(BACKWARD_MODES)}, got {self.backward!r}"
             )
         for name in ("warm_start", "recompute"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise UserInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not self.recompute and self.backward != "unrolled":
-            raise ValueError(
+            raise UserInputError(
                 f"recompute=false needs backward='unrolled' (the {self.backward} gradient is "
                 "taken at the final states, which the forward never linearised)"
             )
@@ -150,7 +151,7 @@ class PararealOptions:
         elif options is None or isinstance(options, Mapping):
             base = dict(options or {})
         else:
-            raise ValueError(
+            raise UserInputError(
                 f"parareal options must be a mapping of option names, got {type(options).__name__}"
             )
         given = {**base, **overrides}
@@ -159,7 +160,7 @@ class PararealOptions:
             if name not in known:
                 close = difflib.get_close_matches(str(name), known, n=3)
                 hint = f"did you mean {', '.join(close)}? " if close else ""
-                raise ValueError(
+                raise UserInputError(
                     f"parareal has no option {name!r}; {hint}options: {', '.join(known)}"
                 )
         return cls(**given)
@@ -187,4 +188,4 @@ class PararealOptions:
 
 def _check_int(name: str, value: object, low: int, prefix: str = "") -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be {prefix}an integer >= {low}, got {value!r}")
+        raise UserInputError(f"{name} must be {prefix}an integer >= {low}, got {value!r}")

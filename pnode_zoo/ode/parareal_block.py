@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode.options import PararealOptions
 from pnode_zoo.ode.parareal.function import solve
 from pnode_zoo.ode.parareal.problem import make_problem
@@ -79,7 +80,7 @@ class PararealODEBlock(nn.Module):
         if options.num_slices is None:
             options = dataclasses.replace(options, num_slices=len(func) if per_slice else 1)
         if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
-            raise ValueError(f"need finite t0 < t1, got t0={t0!r}, t1={t1!r}")
+            raise UserInputError(f"need finite t0 < t1, got t0={t0!r}, t1={t1!r}")
         self.func = nn.ModuleList(func) if per_slice else func
         self._fields = SliceFields(self.func, options.num_slices)
         self.t0, self.t1 = float(t0), float(t1)
@@ -99,7 +100,7 @@ class PararealODEBlock(nn.Module):
     def options(self, value: PararealOptions | Mapping[str, Any]) -> None:
         value = PararealOptions.create(value)
         if value.num_slices not in (None, self.num_slices):
-            raise ValueError(
+            raise UserInputError(
                 f"num_slices is fixed at construction ({self.num_slices}), got {value.num_slices}"
             )
         self._options = dataclasses.replace(value, num_slices=self.num_slices)

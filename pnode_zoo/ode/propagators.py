@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode.implicit import theta_method
 
 SliceField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -70,7 +71,7 @@ class Work:
 
 def _check_positive(name: str, value: float) -> None:
     if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
+        raise UserInputError(f"{name} must be positive, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -99,18 +100,18 @@ class Propagator:
 
     def __post_init__(self) -> None:
         if self.method not in SOLVERS:
-            raise ValueError(
+            raise UserInputError(
                 f"{self.name}: unknown method {self.method!r}; known methods: "
                 + ", ".join(sorted(SOLVERS))
             )
         if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"{self.name}_steps must be an integer >= 1, got {self.steps!r}")
+            raise UserInputError(f"{self.name}_steps must be an integer >= 1, got {self.steps!r}")
         _check_positive("rtol", self.rtol)
         _check_positive("atol", self.atol)
         if self.newton_tol is not None:
             _check_positive("newton_tol", self.newton_tol)
         if not isinstance(self.newton_max_iters, int) or self.newton_max_iters < 1:
-            raise ValueError(
+            raise UserInputError(
                 f"newton_max_iters must be an integer >= 1, got {self.newton_max_iters!r}"
             )
 

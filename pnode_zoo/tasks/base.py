@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.models import create_model
 
 
@@ -38,7 +39,7 @@ class Task(pl.LightningModule):
                  **model_kwargs: Any) -> None:
         super().__init__()
         if arch_args is not None and not isinstance(arch_args, dict):
-            raise ValueError(
+            raise UserInputError(
                 f"model.arch_args must be a mapping of {arch}'s options, such as "
                 f"{{width: 32}}, got {arch_args!r}"
             )
@@ -50,11 +51,11 @@ class Task(pl.LightningModule):
     def check_optimiser_options(lr: float, weight_decay: float, warmup_epochs: int) -> None:
         """ValueError naming the option if the optimiser's settings are out of range."""
         if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"model.lr must be a positive number, got {lr}")
+            raise UserInputError(f"model.lr must be a positive number, got {lr}")
         if not (math.isfinite(weight_decay) and weight_decay >= 0):
-            raise ValueError(f"model.weight_decay must be >= 0, got {weight_decay}")
+            raise UserInputError(f"model.weight_decay must be >= 0, got {weight_decay}")
         if warmup_epochs < 0:
-            raise ValueError(f"model.warmup_epochs must be >= 0, got {warmup_epochs}")
+            raise UserInputError(f"model.warmup_epochs must be >= 0, got {warmup_epochs}")
 
     def prediction_rows(self, outputs: list[Any], datamodule: Any) -> list[dict[str, Any]]:
         """The rows of ``predictions.csv`` from the ``predict_step`` outputs, in order."""

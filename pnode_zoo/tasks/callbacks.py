@@ -6,6 +6,7 @@ import dataclasses
 
 import pytorch_lightning as pl
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode import PararealODEBlock
 
 
@@ -16,9 +17,9 @@ def _value_at(schedule: dict[int, int], epoch: int) -> int:
 
 def _check_schedule(name: str, schedule: dict[int, int]) -> None:
     if 0 not in schedule:
-        raise ValueError(f"{name} must have a milestone at epoch 0, got {schedule}")
+        raise UserInputError(f"{name} must have a milestone at epoch 0, got {schedule}")
     if any(epoch < 0 or iters < 0 for epoch, iters in schedule.items()):
-        raise ValueError(f"{name} epochs and iteration counts must be >= 0, got {schedule}")
+        raise UserInputError(f"{name} epochs and iteration counts must be >= 0, got {schedule}")
 
 
 class PararealSchedule(pl.Callback):
@@ -60,7 +61,7 @@ class PararealSchedule(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._blocks(pl_module):
-            raise ValueError("PararealSchedule needs a model with a PararealODEBlock")
+            raise UserInputError("PararealSchedule needs a model with a PararealODEBlock")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch

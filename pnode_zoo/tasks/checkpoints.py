@@ -17,6 +17,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
+from pnode_zoo.errors import UserInputError
+
 BEST_PREFIX = "best-"
 
 
@@ -88,26 +90,27 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist; give the path of a .ckpt file")
+        raise UserInputError(f"checkpoint {path} does not exist; give the path of a .ckpt file")
     if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty (a save was cut short?); use another one")
+        raise UserInputError(f"checkpoint {path} is empty (a save was cut short?); use another one")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "Unsupported global" in str(err):  # torch's weights-only unpickler met a callable
-            raise ValueError(
+            raise UserInputError(
                 f"checkpoint {path} was refused: it holds Python objects other than tensors and "
                 "plain data, and loading those could run code; use a checkpoint written by "
                 "pnode_zoo"
             ) from None
-        raise ValueError(f"checkpoint {path} is truncated or corrupt; use another one") from None
+        raise UserInputError(
+            f"checkpoint {path} is truncated or corrupt; use another one") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(
+        raise UserInputError(
             f"checkpoint {path} is truncated or corrupt ({reason}); use another one"
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(
+        raise UserInputError(
             f"checkpoint {path} is not a training checkpoint (it has no state_dict); give a "
             ".ckpt file written by `fit`"
         )
@@ -140,7 +143,7 @@ def check_fits(model: nn.Module, checkpoint: dict[str, Any], path: str | Path) -
         problems.append(f"{len(reshaped)} of another shape ({reshaped[0]})")
     if problems:
         trained = checkpoint.get("hyper_parameters", {}).get("arch", "another model")
-        raise ValueError(
+        raise UserInputError(
             f"checkpoint {path} does not fit this model: {'; '.join(problems)}; it was trained "
             f"as {trained}: drop the model options (the checkpoint's own model is rebuilt) or "
             "give a checkpoint of this model"

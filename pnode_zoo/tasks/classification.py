@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.tasks.base import Task
 from pnode_zoo.tasks.figures import confusion_figure
 from pnode_zoo.tasks.panels import CONFUSION_MATRIX
@@ -46,7 +47,7 @@ class Classifier(Task):
     ) -> None:
         self.check_optimiser_options(lr, weight_decay, warmup_epochs)
         if not 0 <= label_smoothing < 1:
-            raise ValueError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
+            raise UserInputError(f"model.label_smoothing must lie in [0, 1), got {label_smoothing}")
         super().__init__(
             arch, arch_args, pretrained, num_classes=num_classes, input_shape=tuple(input_shape)
         )

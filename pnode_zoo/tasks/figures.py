@@ -98,7 +98,7 @@ def confusion_figure(matrix: torch.Tensor, title: str) -> Figure:
     size = min(2.5 + 0.45 * len(counts), 12)
     figure = Figure(figsize=(size, size), layout="constrained")
     axis = figure.subplots()
-    axis.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    axis.imshow(share.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)  # a tensor: numpy 2 warns
     if len(counts) <= 20:
         for (row, col), value in np.ndenumerate(counts.numpy()):
             if value:

@@ -31,6 +31,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.data import extract_batch_size
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode import PararealODEBlock, PararealStats
 from pnode_zoo.tasks import panels
 from pnode_zoo.tasks.figures import log_figure, residual_figure, timeline_figure
@@ -61,7 +62,7 @@ class RunMonitor(pl.Callback):
 
     def __init__(self, plot_every_n_epochs: int = 1) -> None:
         if not isinstance(plot_every_n_epochs, int) or plot_every_n_epochs < 0:
-            raise ValueError(f"plot_every_n_epochs must be an integer >= 0, got "
+            raise UserInputError(f"plot_every_n_epochs must be an integer >= 0, got "
                              f"{plot_every_n_epochs!r}")
         self.plot_every_n_epochs = plot_every_n_epochs
         self._trainer: pl.Trainer | None = None

@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.tasks.base import Task
 from pnode_zoo.tasks.checkpoints import best_and_last
 from pnode_zoo.tasks.panels import FORECAST
@@ -146,13 +147,13 @@ class TrajectoryRegressor(Task):
         data = self.trainer.datamodule
         data_times = getattr(data, "times", None)
         if data_times is not None and tuple(data_times) != tuple(self.hparams.times):
-            raise ValueError(
+            raise UserInputError(
                 f"model.times {tuple(self.hparams.times)} differ from the data module's times "
                 f"{tuple(data_times)}; the CLI links data.times to model.init_args.times"
             )
         irregular = getattr(data, "irregular", None)
         if irregular is not None and irregular != self.hparams.irregular:
-            raise ValueError(
+            raise UserInputError(
                 f"model.irregular={self.hparams.irregular} but the data module's series is "
                 f"{'ir' if irregular else ''}regular; the CLI links data.irregular to "
                 "model.init_args.irregular"
@@ -173,7 +174,10 @@ class TrajectoryRegressor(Task):
         """
         *batch_rest, forecast = rest
         target = batch_rest[-1]
-        past, future = self.window_times(history, *batch_rest)
+        # numpy arrays: matplotlib's conversion of a tensor is deprecated by numpy 2
+        past, future, history, target, forecast = (
+            t.detach().cpu().numpy()
+            for t in (*self.window_times(history, *batch_rest), history, target, forecast))
         figure = Figure(figsize=(4 * len(history), 3), layout="constrained")
         axes = figure.subplots(1, len(history), squeeze=False)[0]
         for k, axis in enumerate(axes):

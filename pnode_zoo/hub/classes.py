@@ -1,0 +1,89 @@
+"""The classes a card or a run's saved config may name: pnode_zoo's own tasks and data modules.
+
+A card (``config.json``) and a run's ``config.yaml`` are data from wherever the directory came
+from. Their class paths are looked up in a table built from the public classes of
+``pnode_zoo.tasks`` and ``pnode_zoo.data``, never imported by name, so a card that names
+``os.system`` (or a module that runs code when imported) is refused before anything of it
+loads. Networks are built by registry name (``models.create_model``), never by class path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pnode_zoo.errors import UserInputError
+
+PACKAGE = __name__.partition(".")[0]
+
+
+def _nested(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(place, class path) of every mapping with a ``class_path`` inside ``value``."""
+    if isinstance(value, dict):
+        if "class_path" in value:
+            yield where, str(value["class_path"])
+        for key, item in value.items():
+            yield from _nested(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _nested(item, f"{where}[{index}]")
+
+
+def check_names(spec: Any, where: str) -> str:
+    """The class path of ``spec`` (``{"class_path": ..., "init_args": ...}``) if it may name one
+    of the zoo's classes; UserInputError otherwise. Imports nothing.
+
+    Args:
+        spec: a card's ``task`` or ``data`` entry, or a run config's ``data``.
+        where: what holds it, for messages (e.g. "the card of odenet.digits's task").
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        raise UserInputError(f"{where} is not a mapping with a class_path; it was not loaded")
+    class_path = spec["class_path"]
+    if "." in class_path and class_path.partition(".")[0] != PACKAGE:  # a bare name is looked up
+        raise UserInputError(f"{where} names the class {class_path!r}, which is not one of "
+                             f"{PACKAGE}'s tasks or data modules; it was not imported")
+    nested = next(_nested(spec.get("init_args") or {}, "init_args"), None)
+    if nested is not None:
+        raise UserInputError(f"{where} names the class {nested[1]!r} in its {nested[0]}; only the "
+                             "task and data module themselves are named by class, so it was not "
+                             "imported")
+    return class_path
+
+
+def project_classes(kind: str) -> dict[str, type]:
+    """The zoo's tasks (``kind="task"``) or data modules (``"data"``) by every name a config
+    may give them: short (``Classifier``), public (``pnode_zoo.tasks.Classifier``) and defining
+    module (``pnode_zoo.tasks.classification.Classifier``)."""
+    import pytorch_lightning as pl
+
+    from pnode_zoo import data, tasks
+
+    package, base = {"task": (tasks, pl.LightningModule), "data": (data, pl.LightningDataModule)}[
+        kind]
+    table: dict[str, type] = {}
+    for name in package.__all__:
+        cls = getattr(package, name)
+        if isinstance(cls, type) and issubclass(cls, base):
+            defined = f"{cls.__module__}.{cls.__qualname__}"
+            table.update(dict.fromkeys((name, f"{package.__name__}.{name}", defined), cls))
+    return table
+
+
+def resolve_class(spec: Any, kind: str, where: str) -> type:
+    """The zoo's class that ``spec`` names; UserInputError (one sentence naming the class) for
+    anything else, before any import of it.
+
+    Args:
+        spec: ``{"class_path": ..., "init_args": ...}``.
+        kind: "task" or "data".
+        where: what holds it, for messages.
+    """
+    class_path = check_names(spec, where)
+    table = project_classes(kind)
+    if class_path not in table:
+        known = sorted({cls.__name__ for cls in table.values()})
+        raise UserInputError(f"{where} names the class {class_path!r}, which is not one of "
+                             f"{PACKAGE}'s {'tasks' if kind == 'task' else 'data modules'} "
+                             f"({', '.join(known)}); it was not imported")
+    return table[class_path]
