@@ -144,7 +144,8 @@ def usage() -> str:
               for name, (summary, _) in SUBCOMMANDS.items()]
     lines += [
         "",
-        "`python -m pnode_zoo fit --help` lists every option with its documentation;",
+        "`python -m pnode_zoo fit --help` lists the config, seed and trainer options and",
+        "--model/--data by class; `--model.help CLASS` and `--data.help CLASS` show a class's.",
         "`--config configs/<task>/<model>.yaml` loads a configuration, `--print_config` shows one.",
         "Each command writes into its own run directory, runs/<data>-<model>/<id>/.",
         "Set PNODE_ZOO_DEBUG=1 to see full tracebacks and every library message.",
