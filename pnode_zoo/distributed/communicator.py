@@ -23,8 +23,10 @@ Timers, cumulative in ``seconds``: ``"wait"`` is the time blocked in ``recv`` (i
 previous rank's boundary state arrives, plus the transfer), ``"comm"`` the time in sends and
 collectives (including waiting for the slowest rank at a collective).
 
-World layout (``create_groups``): rank r = data_index * time_size + time_index, so a time group
-is a block of consecutive ranks (on one node when time_size divides the processes per node).
+World layout (``create_groups``): a ``torch.distributed.device_mesh`` of shape
+(P_data, P_time) with dimensions named ``data`` and ``time``; rank r = data_index * P_time +
+time_index, so a time group is a block of consecutive ranks (on one node when P_time divides
+the processes per node).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
 from torch.profiler import record_function
 
 T = TypeVar("T")
@@ -310,36 +313,37 @@ class TimeGroup:
 def create_groups(
     time_size: int, timeout: timedelta | None = None, device: torch.device | None = None
 ) -> tuple[TimeGroup, dist.ProcessGroup]:
-    """Split the initialised world into time groups of ``time_size`` and data groups across them.
+    """Split the initialised world into a (data, time) device mesh: time groups of
+    ``time_size`` consecutive ranks and data groups across them.
 
-    Collective: every rank must call it, with the same ``time_size``. Rank r has time index
-    r % time_size and data index r // time_size.
+    Collective: every rank must call it, with the same ``time_size``. The mesh has shape
+    (world // time_size, time_size) and dimension names ``("data", "time")``, so rank r has
+    time index r % time_size and data index r // time_size.
 
     Args:
         time_size: ranks per time group; must divide the world size.
-        timeout: collective timeout of the new groups (None: torch's default for the backend,
-            not the world's: pass the world's to keep failures bounded).
+        timeout: collective timeout of this rank's two groups (None: what torch gives a
+            mesh's groups, the world's timeout for a dimension spanning the whole world and
+            torch's default for the backend for any other; pass the world's to keep failures
+            bounded).
         device: where the time group's tensors live (None: ``TimeGroup``'s default).
 
     Returns:
         This rank's time group and its data group (the ranks with the same time index).
     """
-    world, rank = dist.get_world_size(), dist.get_rank()
+    world = dist.get_world_size()
     if time_size < 1 or world % time_size:
         raise ValueError(
             f"time_parallel_size={time_size} must be >= 1 and divide the world size {world}"
         )
-    mine: tuple[dist.ProcessGroup, list[int]] | None = None
-    data_group = None
-    for d in range(world // time_size):  # new_group is collective: all ranks, same order
-        ranks = list(range(d * time_size, (d + 1) * time_size))
-        group = dist.new_group(ranks, timeout=timeout)
-        if rank in ranks:
-            mine = group, ranks
-    for t in range(time_size):
-        ranks = list(range(t, world, time_size))
-        group = dist.new_group(ranks, timeout=timeout)
-        if rank in ranks:
-            data_group = group
-    assert mine is not None and data_group is not None
-    return TimeGroup(*mine, device=device), data_group
+    device_type = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    mesh = init_device_mesh(device_type, (world // time_size, time_size),
+                            mesh_dim_names=("data", "time"))
+    time_group, data_group = mesh.get_group("time"), mesh.get_group("data")
+    if timeout is not None:
+        # A mesh's groups get torch's default timeout (30 min on gloo, 10 on NCCL), not the
+        # world's; a dimension spanning the world reuses the world group itself.
+        for group in (time_group, data_group):
+            dist.set_timeout(timeout, group)
+    ranks = dist.get_process_group_ranks(time_group)
+    return TimeGroup(time_group, ranks, device=device), data_group

@@ -1,18 +1,23 @@
 """``TimeParallelStrategy``: Lightning's DDP with the world split into time groups x data groups.
 
-World = P_data x P_time ranks; rank r has time index r % P_time and data index r // P_time
-(``create_groups``). The strategy
+World = P_data x P_time ranks, a device mesh with dimensions ``data`` and ``time``; rank r
+has time index r % P_time and data index r // P_time (``create_groups``). The strategy
 - creates the groups after the world process group (gloo on CPU, NCCL on GPU, with the
   collective ``timeout`` given in seconds) and hands the time group to every parareal block,
   found by duck typing (``TimeParallelBlock``: a module with ``time_group`` and ``num_slices``);
 - shards the data over the data groups only, so the ranks of a time group see the same batch.
   With one data group it keeps the data module's own sampler (no sharding is needed), so a
   time-parallel run draws the same batches, in the same order, as a one-process run;
-- keeps DDP's gradient averaging over the whole world. That is correct: a block's backward sums
-  its parameter gradients over the time group, so every rank of a time group holds the same
-  full gradient (per-slice parameters computed only by their owner), stem and head gradients
-  are equal across it too (same batch, same final state, same lambda_0), and the world mean of
-  P_time equal copies of each data group's gradient is the mean over the data groups;
+- wraps the model in DDP over the data dimension only (its ``process_group`` is the data
+  group). That gives the single-process gradient: a block's backward sums its parameter
+  gradients over the time group, so every rank of a time group holds the same full gradient
+  (per-slice parameters computed only by their owner), stem and head gradients are equal
+  across it too (same batch, same final state, same lambda_0), and DDP's mean over the data
+  group (the ranks with one time index) is the mean over the data shards. Before wrapping,
+  every rank takes rank 0's weights (DDP itself broadcasts within each data group only);
+- warns (rank 0, once) when a time group spans nodes (``cross_node_warning``): its sends would
+  cross the network on the critical path; the fix is a ``time_parallel_size`` that divides
+  the devices per node;
 - checks before any process starts (``check``; under torchrun before any collective): torchrun's
   world size equal to devices x nodes, devices x nodes divisible by
   ``time_parallel_size``, every block's ``num_slices`` divisible by it, and a parareal block
@@ -45,6 +50,7 @@ from pytorch_lightning.strategies.launchers import (
     _MultiProcessingLauncher,
     _SubprocessScriptLauncher,
 )
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torch.distributed import distributed_c10d
 
@@ -63,6 +69,20 @@ class TimeParallelBlock(Protocol):
 def time_parallel_blocks(module: nn.Module) -> list[nn.Module]:
     """The modules of ``module`` that can be time-parallel (duck typing, no import of ode)."""
     return [m for m in module.modules() if isinstance(m, TimeParallelBlock)]
+
+
+def cross_node_warning(time_size: int, per_node: int, world: int) -> str | None:
+    """What to tell the user when a time group's ranks lie on more than one node (None when
+    none does), for ``per_node`` ranks per node: rank r is on node r // per_node and in time
+    group r // time_size, as Lightning and torchrun number them."""
+    spanned = max(((d + 1) * time_size - 1) // per_node - d * time_size // per_node + 1
+                  for d in range(world // time_size))
+    if spanned == 1:
+        return None
+    return (f"time_parallel: a time group spans {spanned} nodes (time_parallel_size={time_size}, "
+            f"{per_node} devices per node), which puts the network between neighbouring slices, "
+            f"on the critical path; make time_parallel_size divide the devices per node "
+            f"({per_node})")
 
 
 class TimeParallelStrategy(DDPStrategy):
@@ -164,7 +184,22 @@ class TimeParallelStrategy(DDPStrategy):
         finally:
             self._timeout = collective
         distributed_c10d.set_timeout(collective)
-        self.time_group, _ = create_groups(self.time_size, collective)
+        self.time_group, data_group = create_groups(self.time_size, collective)
+        # DDP averages over the data dimension only. Lightning passes its constructor's extra
+        # kwargs (kept in the private `_ddp_kwargs`) to DistributedDataParallel and has no
+        # public way to give it a group made after construction; test_strategy fails if that
+        # route changes.
+        self._ddp_kwargs["process_group"] = data_group
+        warning = cross_node_warning(self.time_size, self.num_processes, self.world)
+        if warning is not None:
+            rank_zero_warn(warning)
+
+    def configure_ddp(self) -> None:
+        # DDP broadcasts the initial weights within each data group only: make the time
+        # groups' replicas equal first (rank 0's weights everywhere), as world-wide DDP would.
+        for tensor in self.model.state_dict().values():
+            distributed_c10d.broadcast(tensor, 0)
+        super().configure_ddp()
 
     def setup(self, trainer: pl.Trainer) -> None:
         self.check(self.lightning_module)

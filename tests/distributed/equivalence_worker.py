@@ -1,10 +1,11 @@
 """Run by test_equivalence.py: ``python equivalence_worker.py WORLD OUT.json TIME_SIZE:CASE ...``.
 
-Forks WORLD gloo ranks; for each TIME_SIZE, time groups of that size (data groups across
-them). For each TIME_SIZE:CASE,
-every rank builds the same float64 model (stem -> parareal block -> head), runs it once in one
-process (the reference, no time group) and once time-parallel under DistributedDataParallel on
-its data shard, and records the largest difference of output, parameter gradients and input
+Forks WORLD gloo ranks; for each TIME_SIZE, a (data, time) device mesh from ``create_groups``
+(time groups of that size, data groups across them; both must carry the world's timeout).
+For each TIME_SIZE:CASE, every rank builds the same float64 model (stem -> parareal block ->
+head), runs it once in one process (the reference, no time group) and once time-parallel under
+DistributedDataParallel over its data group, on its data shard, and records the largest
+difference of output, parameter gradients and input
 gradient. Rank 0 writes {"TIME_SIZE:CASE": max difference over ranks} to OUT.json.
 """
 
@@ -95,7 +96,11 @@ def worker(rank: int, world: int, store: str, specs: list[str], path: str) -> No
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
                             timeout=timeout)
     sizes = sorted({int(spec.split(":")[0]) for spec in specs})
-    time_groups = {size: create_groups(size, timeout)[0] for size in sizes}
+    groups = {size: create_groups(size, timeout) for size in sizes}
+    for time_group, data_group in groups.values():  # the mesh's groups: bounded as the world
+        for group in (time_group.group, data_group):
+            own = group._get_backend(torch.device("cpu")).options._timeout
+            assert own == timeout, f"a mesh group's collective timeout is {own}, not {timeout}"
     errors = {}
     for spec in specs:
         time_size, case = int(spec.split(":")[0]), spec.split(":")[1]
@@ -107,9 +112,10 @@ def worker(rank: int, world: int, store: str, specs: list[str], path: str) -> No
         ref_out, ref_grads, ref_x_grad = run(reference, x)
         model = Net(**CASES[case])
         model.load_state_dict(reference.state_dict())
-        model.block.time_group = time_groups[time_size]
+        model.block.time_group, data_group = groups[time_size]
         shard = slice(data_index * BATCH // data_groups, (data_index + 1) * BATCH // data_groups)
-        out, grads, x_grad = run(DistributedDataParallel(model), x[shard])
+        ddp = DistributedDataParallel(model, process_group=data_group)
+        out, grads, x_grad = run(ddp, x[shard])
         # each data group's loss is the mean over its shard: its input gradient is scaled up
         diffs = [(out - ref_out[shard]).abs().max(),
                  (x_grad / data_groups - ref_x_grad[shard]).abs().max()]

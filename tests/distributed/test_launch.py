@@ -134,6 +134,10 @@ def test_two_nodes_rendezvous_through_c10d_and_match_one_process(tmp_path: Path,
     assert codes == [0, 0], [(tmp_path / f"node{n}.log").read_text()[-3000:] for n in (0, 1)]
     _assert_matches(tmp_path, reference)
     assert len(list(tmp_path.glob("runs/*/*/config.yaml"))) == 1  # one run, written by rank 0
+    # the time group's two ranks are on two nodes: rank 0 says so, with the fix
+    assert ("a time group spans 2 nodes" in (tmp_path / "node0.log").read_text()
+            and "make time_parallel_size divide the devices per node (1)"
+            in (tmp_path / "node0.log").read_text())
 
 
 def test_torchrun_world_size_must_equal_devices(tmp_path: Path) -> None:

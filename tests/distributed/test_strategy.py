@@ -1,17 +1,20 @@
-"""The strategy's registration, checks and data sharding, in one process (no ranks started)."""
+"""The strategy's registration, checks, data sharding, cross-node warning and DDP group, in one
+process (one rank at most)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
 from lightning_fabric.plugins.environments import LightningEnvironment
 from pytorch_lightning.strategies import StrategyRegistry
 from torch import nn
 
 from pnode_zoo.distributed import TimeParallelStrategy
-from pnode_zoo.distributed.strategy import time_parallel_blocks
+from pnode_zoo.distributed.strategy import cross_node_warning, time_parallel_blocks
 from pnode_zoo.ode import MLPVectorField, PararealODEBlock
 
 
@@ -75,3 +78,67 @@ def test_block_rejects_a_time_group_that_does_not_divide_its_slices() -> None:
     block.time_group = SimpleNamespace(size=3, index=0)
     with pytest.raises(ValueError, match="num_slices=4 is not divisible by the time group size 3"):
         block(torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("time_size", "per_node", "world", "spanned"),
+    [(2, 4, 8, None), (4, 4, 8, None), (4, 2, 8, 2), (8, 2, 8, 4), (3, 4, 12, 2), (1, 1, 4, None)],
+)
+def test_warns_when_a_time_group_spans_nodes(time_size: int, per_node: int, world: int,
+                                             spanned: int | None) -> None:
+    # a faked layout: ranks r on node r // per_node (no processes started)
+    warning = cross_node_warning(time_size, per_node, world)
+    if spanned is None:
+        assert warning is None
+    else:
+        assert warning is not None and f"a time group spans {spanned} nodes" in warning
+        assert f"make time_parallel_size divide the devices per node ({per_node})" in warning
+
+
+def test_a_two_node_layout_warns_at_setup(monkeypatch, recwarn) -> None:
+    strategy = _strategy(2, 4)
+    strategy.num_nodes = 2  # 2 devices on each of 2 nodes, one time group of 4
+    monkeypatch.setattr("pnode_zoo.distributed.strategy.DDPStrategy.setup_distributed",
+                        lambda self: None)
+    monkeypatch.setattr("pnode_zoo.distributed.strategy.distributed_c10d.set_timeout",
+                        lambda timeout: None)
+    monkeypatch.setattr("pnode_zoo.distributed.strategy.create_groups",
+                        lambda size, timeout: (None, "data group"))
+    strategy.setup_distributed()
+    assert any("a time group spans 2 nodes" in str(w.message) for w in recwarn)
+    assert strategy._ddp_kwargs["process_group"] == "data group"
+
+
+def test_ddp_averages_over_the_data_group_with_the_strategy_timeout() -> None:
+    """One rank, through Lightning's own setup: the group the strategy made reaches
+    DistributedDataParallel (a private route of Lightning's: this fails if it changes), and
+    both groups of the mesh carry the strategy's collective timeout (here the world group
+    itself; equivalence_worker checks groups of their own)."""
+    strategy = TimeParallelStrategy(time_parallel_size=1, timeout=17.0,
+                                    cluster_environment=LightningEnvironment(),
+                                    parallel_devices=[torch.device("cpu")])
+    strategy.setup_distributed()
+    try:
+        data_group = strategy._ddp_kwargs["process_group"]
+        ddp = strategy._setup_model(nn.Linear(2, 2))
+        assert ddp.process_group is data_group
+        for group in (strategy.time_group.group, data_group):
+            backend = group._get_backend(torch.device("cpu"))
+            assert backend.options._timeout == timedelta(seconds=17)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_replica_starts_from_rank_0s_weights(monkeypatch) -> None:
+    """DDP over a data group broadcasts within that group only: the strategy first broadcasts
+    every parameter and buffer from global rank 0, so the time groups' replicas agree too."""
+    strategy = _strategy(4, 2)
+    strategy.model = nn.BatchNorm1d(3)  # parameters and buffers
+    sent = []
+    monkeypatch.setattr("pnode_zoo.distributed.strategy.distributed_c10d.broadcast",
+                        lambda tensor, src: sent.append((tensor.data_ptr(), src)))
+    monkeypatch.setattr("pnode_zoo.distributed.strategy.DDPStrategy.configure_ddp",
+                        lambda self: None)
+    strategy.configure_ddp()
+    state = strategy.model.state_dict().values()
+    assert sorted(sent) == sorted((t.data_ptr(), 0) for t in state)  # in place, from rank 0
