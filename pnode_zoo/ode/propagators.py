@@ -1,7 +1,8 @@
 """Propagators: solve dx/dt = f(t, x) across one time slice with a method chosen by name.
 
 Every method is listed once, in ``SOLVERS``. Explicit Runge-Kutta methods, fixed-step and
-adaptive, are torchdiffeq's; the implicit ones are the Newton-solved theta-methods of
+adaptive, are torchdiffeq's: the adaptive ones run through ``odeint``, the fixed-step ones
+step its tableaus here (see ``Tableau``); the implicit ones are the Newton-solved theta-methods of
 ``implicit.py``. A propagator solves a set of slices at once, stacked along the batch, in
 normalised time tau in [0, 1] (slice g's time is start_g + tau * span_g): that is how slices
 with different start times, and different lengths, share one batched solve.
@@ -22,6 +23,28 @@ SliceField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
+class Tableau:
+    """An explicit Runge-Kutta method: k_i = f(t + c_i dt, y + dt sum_j a_ij k_j),
+    y' = y + dt sum_i b_i k_i.
+
+    torchdiffeq's ``odeint`` checks its time grid on the host (7 + steps reads of a tensor's
+    value per solve; on a GPU each waits for the device's queued work) and no public argument
+    skips the checks. A propagator's grid is uniform in [0, 1] by construction, so the
+    fixed-step methods step torchdiffeq's tableaus here, with no read of a value
+    (tests/ode/test_solver_table.py checks each against torchdiffeq's solve on the same grid).
+
+    Args:
+        c: the stages' nodes.
+        a: per stage, its coefficients of the earlier stages.
+        b: the weights of the stages.
+    """
+
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Method:
     """One entry of the method table.
 
@@ -30,19 +53,25 @@ class Method:
             rtol/atol) or ``"implicit"`` (theta-method solved by Newton).
         order: classical order of accuracy.
         theta: implicitness of a theta-method (1 = backward Euler, 1/2 = trapezoid).
+        tableau: the coefficients of a fixed-step method.
     """
 
     kind: str
     order: int
     theta: float = 0.0
+    tableau: Tableau | None = None
 
 
 SOLVERS: dict[str, Method] = {
-    "euler": Method("fixed", 1),
-    "midpoint": Method("fixed", 2),
-    "heun2": Method("fixed", 2),
-    "heun3": Method("fixed", 3),
-    "rk4": Method("fixed", 4),
+    "euler": Method("fixed", 1, tableau=Tableau((0.0,), ((),), (1.0,))),
+    "midpoint": Method("fixed", 2, tableau=Tableau((0.0, 0.5), ((), (0.5,)), (0.0, 1.0))),
+    "heun2": Method("fixed", 2, tableau=Tableau((0.0, 1.0), ((), (1.0,)), (0.5, 0.5))),
+    "heun3": Method("fixed", 3, tableau=Tableau(
+        (0.0, 1 / 3, 2 / 3), ((), (1 / 3,), (0.0, 2 / 3)), (0.25, 0.0, 0.75))),
+    # torchdiffeq's rk4 is the 3/8 rule, not the classic RK4
+    "rk4": Method("fixed", 4, tableau=Tableau(
+        (0.0, 1 / 3, 2 / 3, 1.0), ((), (1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
+        (0.125, 0.375, 0.375, 0.125))),
     "adaptive_heun": Method("adaptive", 2),
     "fehlberg2": Method("adaptive", 2),
     "bosh3": Method("adaptive", 3),
@@ -163,13 +192,15 @@ class Propagator:
             )
         if info.kind == "fixed":
             grid = torch.linspace(0.0, 1.0, self.steps + 1, dtype=x.dtype, device=x.device)
-            if steps is None:  # output at tau = 1 only: no copy of every intermediate state
-                return odeint(local, x, grid[[0, -1]], method=self.method,
-                              options={"grid_constructor": lambda f, y0, t: grid})[-1]
-            times = grid[steps.start : steps.stop + 1]
-            path = odeint(local, x, times, method=self.method,
-                          options={"grid_constructor": lambda f, y0, t: t})
-            return path[1:]
+            dt = grid[1] - grid[0]
+            taken = range(self.steps) if steps is None else steps
+            path = []
+            for n in taken:
+                x = _rk_step(info.tableau, local, grid[n], dt, x)
+                if steps is not None:
+                    path.append(x)
+            # output at tau = 1 only: no copy of every intermediate state
+            return x if steps is None else torch.stack(path)
         if steps is not None:
             raise ValueError(f"{self.name}: only fixed-step methods run step by step")
         options = {"norm": _group_rms_norm(groups)} if groups > 1 else {}
@@ -178,6 +209,16 @@ class Propagator:
             local, x, interval, method=self.method, rtol=self.rtol, atol=self.atol,
             options=options,
         )[-1]
+
+
+def _rk_step(tableau: Tableau, field: SliceField, t: torch.Tensor, dt: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:
+    """One step of an explicit Runge-Kutta method from (t, y)."""
+    stages: list[torch.Tensor] = []
+    for c, a in zip(tableau.c, tableau.a, strict=True):
+        increment = sum(a_j * k for a_j, k in zip(a, stages, strict=True) if a_j)
+        stages.append(field(t + c * dt, y + dt * increment if stages else y))
+    return y + dt * sum(b * k for b, k in zip(tableau.b, stages, strict=True) if b)
 
 
 def _group_rms_norm(groups: int) -> Callable[[torch.Tensor], torch.Tensor]:
