@@ -28,7 +28,7 @@ from pnode_zoo.ode.slices import SliceFields
 from pnode_zoo.ode.vector_fields import _time_per_sample
 
 #: Coarse propagators by name, with the log-signature depth each one reads.
-CDE_COARSE = {"log_ode": 2, "increment": 1}
+CDE_COARSE_FIELDS = {"log_ode": 2, "increment": 1}
 DEFAULT_CACHE_BYTES = 64 * 2**20
 
 
@@ -111,9 +111,10 @@ class NeuralCDEBlock(PararealODEBlock):
         interpolation: ``"cubic"`` (coefficients [B, L-1, 4C] from torchcde's
             ``hermite_cubic_coefficients_with_backward_differences`` or ``natural_cubic_coeffs``)
             or ``"linear"`` (``linear_interpolation_coeffs``, [B, L, C]).
-        coarse: the coarse propagator, a name from ``CDE_COARSE``: ``"log_ode"`` (the chunk's
-            increment and Levy area, Lie brackets of f by JVPs) or ``"increment"``. Its field
-            is constant over the chunk; ``options.coarse``/``coarse_steps`` say how it is solved.
+        coarse_field: the coarse propagator's field, a name from ``CDE_COARSE_FIELDS``:
+            ``"log_ode"`` (the chunk's increment and Levy area, Lie brackets of f by JVPs) or
+            ``"increment"``. It is constant over the chunk; ``options.coarse`` and
+            ``coarse_steps`` say how it is solved (one step of that method is one log-ODE step).
         cache_bytes: memory bound of the warm-start cache (see ``WarmStartCache``), per rank.
         options: ``PararealOptions`` or a mapping of its fields; ``fine``/``fine_steps`` are set
             here. With ``warm_start`` and an ``index`` the start is the per-sample cache.
@@ -132,7 +133,7 @@ class NeuralCDEBlock(PararealODEBlock):
         num_slices: int,
         *,
         interpolation: str = "cubic",
-        coarse: str = "log_ode",
+        coarse_field: str = "log_ode",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         options: PararealOptions | Mapping[str, Any] | None = None,
         **option_overrides: Any,
@@ -150,13 +151,14 @@ class NeuralCDEBlock(PararealODEBlock):
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got "
                              f"{interpolation!r}")
-        if coarse not in CDE_COARSE:
-            raise ValueError(f"coarse must be one of {tuple(CDE_COARSE)}, got {coarse!r}")
+        if coarse_field not in CDE_COARSE_FIELDS:
+            raise ValueError(f"coarse_field must be one of {tuple(CDE_COARSE_FIELDS)}, got "
+                             f"{coarse_field!r}")
         steps = (length - 1) // num_slices
         options = dataclasses.replace(PararealOptions.create(options, **option_overrides),
                                       num_slices=num_slices, fine="rk4", fine_steps=steps)
         super().__init__(func, 0.0, float(steps * num_slices), options)
-        self.length, self.interpolation, self.coarse = length, interpolation, coarse
+        self.length, self.interpolation, self.coarse_field = length, interpolation, coarse_field
         self.cache = WarmStartCache(cache_bytes)
         self.cache_hit_rate: float | None = None
 
@@ -187,7 +189,7 @@ class NeuralCDEBlock(PararealODEBlock):
         n = self.num_slices
         table = path_segments(coeffs, self.interpolation, self.length).to(z0.dtype)
         self._fields = SliceFields(_PathField(self.func, table), n)
-        increments, areas = chunk_log_signature(table, n, CDE_COARSE[self.coarse])
+        increments, areas = chunk_log_signature(table, n, CDE_COARSE_FIELDS[self.coarse_field])
         self._coarse_fields = _ChunkFields(self.func, increments, areas, float(self._steps))
         self.cache_hit_rate = None
         guess, cached = None, options.warm_start and index is not None
