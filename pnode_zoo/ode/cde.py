@@ -121,9 +121,9 @@ class NeuralCDEBlock(PararealODEBlock):
         **option_overrides: ``PararealOptions`` fields applied on top of ``options``.
 
     Attributes:
-        stats: ``PararealStats`` of the last call (K is ``stats.forward_iters``).
+        stats: ``PararealStats`` of the last call: K is ``stats.forward_iters``, the share of
+            the batch started from the cache ``stats.cache_hit_rate`` (None: no look-up).
         cache: the ``WarmStartCache`` (cumulative ``hits``/``lookups``, ``nbytes``).
-        cache_hit_rate: hits over look-ups in the last call (None: no look-up).
     """
 
     def __init__(
@@ -160,7 +160,6 @@ class NeuralCDEBlock(PararealODEBlock):
         super().__init__(func, 0.0, float(steps * num_slices), options)
         self.length, self.interpolation, self.coarse_field = length, interpolation, coarse_field
         self.cache = WarmStartCache(cache_bytes)
-        self.cache_hit_rate: float | None = None
 
     def forward(
         self,
@@ -191,17 +190,17 @@ class NeuralCDEBlock(PararealODEBlock):
         self._fields = SliceFields(_PathField(self.func, table), n)
         increments, areas = chunk_log_signature(table, n, CDE_COARSE_FIELDS[self.coarse_field])
         self._coarse_fields = _ChunkFields(self.func, increments, areas, float(self._steps))
-        self.cache_hit_rate = None
-        guess, cached = None, options.warm_start and index is not None
+        guess, rate, cached = None, None, options.warm_start and index is not None
         if cached:
             index = torch.as_tensor(index).reshape(-1)
             if index.shape[0] != z0.shape[0]:
                 raise ValueError(f"index must hold one integer per sample ({z0.shape[0]}), "
                                  f"got shape {tuple(index.shape)}")
-            guess = self._cached_guess(z0, index)
+            guess, rate = self._cached_guess(z0, index)
             self._previous = None  # a miss falls back to the coarse sweep, not another batch
         self.return_trajectory = cached
         out = super().forward(z0, guess)
+        self.stats.cache_hit_rate = rate
         if not cached:
             return out
         self.cache.store(index, out[self._rows].detach())
@@ -218,22 +217,24 @@ class NeuralCDEBlock(PararealODEBlock):
             self.num_slices)
         return range(own.start, own.stop + 1)
 
-    def _cached_guess(self, z0: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None:
-        """U^0 from the cache, misses filled by the coarse sweep; None when all miss (the
-        block's own sweep then). Ranks of a time group see the same indices in the same order,
-        so their caches hit and miss alike and all take the same branch."""
+    def _cached_guess(
+        self, z0: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor | None, float]:
+        """U^0 from the cache, misses filled by the coarse sweep, and the hit rate; U^0 is None
+        when all miss (the block's own sweep then). Ranks of a time group see the same indices
+        in the same order, so their caches hit and miss alike and all take the same branch."""
         rows = self._rows
         like = z0.new_empty((len(rows), *z0.shape))
         found, values = self.cache.lookup(index, like)
-        self.cache_hit_rate = float(found.float().mean()) if len(found) else None
+        rate = float(found.float().mean()) if len(found) else 0.0
         if values is None:
-            return None
+            return None, rate
         guess = z0.new_zeros((self.num_slices + 1, *z0.shape))
         hit = found.to(z0.device)
         guess[rows.start : rows.stop, hit] = values
         if not bool(found.all()):
             guess[rows.start : rows.stop, ~hit] = self._coarse_rows(z0, ~hit, rows)
-        return guess
+        return guess, rate
 
     @torch.no_grad()
     def _coarse_rows(self, z0: torch.Tensor, which: torch.Tensor, rows: range) -> torch.Tensor:

@@ -73,7 +73,7 @@ def worker(rank: int, store: str, path: str) -> None:
         want = gradients(reference, coeffs[index], z0[index], index)
         diffs.append(largest(got, want))
         iters.append([grouped.stats.forward_iters, reference.stats.forward_iters])
-        rates.append([grouped.cache_hit_rate, reference.cache_hit_rate])
+        rates.append([grouped.stats.cache_hit_rate, reference.stats.cache_hit_rate])
         with torch.no_grad():  # a training step between the calls
             for p in func.parameters():
                 p.add_(1e-7 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1),

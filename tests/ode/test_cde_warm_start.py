@@ -78,9 +78,9 @@ def test_a_repeated_call_starts_from_the_cache(setup):
     reference = cdeint_final(func, coeffs[index], z0[index])
     first = _call(block, coeffs, z0, index)
     cold = block.stats.forward_iters
-    assert block.cache_hit_rate == 0.0 and relative(first, reference) <= 10 * TOL
+    assert block.stats.cache_hit_rate == 0.0 and relative(first, reference) <= 10 * TOL
     second = _call(block, coeffs, z0, index)
-    assert block.cache_hit_rate == 1.0
+    assert block.stats.cache_hit_rate == 1.0
     assert block.stats.forward_iters < cold and block.stats.forward_iters <= 2
     assert relative(second, reference) <= 10 * TOL
     # new weights (a training step): the old boundaries are a guess, the output is the new one
@@ -98,7 +98,7 @@ def test_misses_are_filled_from_the_coarse_sweep(setup):
     _call(block, coeffs, z0, torch.tensor([0, 1, 2]))
     index = torch.tensor([5, 1, 2, 4])
     out = _call(block, coeffs, z0, index)
-    assert block.cache_hit_rate == 0.5
+    assert block.stats.cache_hit_rate == 0.5
     assert relative(out, cdeint_final(func, coeffs[index], z0[index])) <= 10 * TOL
 
 
@@ -109,7 +109,7 @@ def test_a_wrong_entry_costs_iterations_not_accuracy(setup):
     rows = block.cache.lookup(index, torch.zeros(SLICES + 1, BATCH, HIDDEN, dtype=F64))[1]
     block.cache.store(index, rows + 5 * torch.randn_like(rows))  # another sample's, say
     out = _call(block, coeffs, z0, index)
-    assert block.cache_hit_rate == 1.0
+    assert block.stats.cache_hit_rate == 1.0
     assert relative(out, cdeint_final(func, coeffs[index], z0[index])) <= 10 * TOL
 
 
@@ -128,7 +128,7 @@ def test_warm_started_gradient_at_k_equals_n_is_cdeints(setup, backward):
         return [start.grad] + [p.grad.clone() for p in func.parameters()]
 
     got = grads(lambda start: block(coeffs[index], start, index=index))
-    assert block.cache_hit_rate == 1.0 and block.stats.forward_iters == SLICES
+    assert block.stats.cache_hit_rate == 1.0 and block.stats.forward_iters == SLICES
     want = grads(lambda start: cdeint_final(func, coeffs[index], start))
     for g, w in zip(got, want, strict=True):
         assert relative(g, w) <= 1e-9
