@@ -112,9 +112,12 @@ class NeuralCDEBlock(PararealODEBlock):
             ``hermite_cubic_coefficients_with_backward_differences`` or ``natural_cubic_coeffs``)
             or ``"linear"`` (``linear_interpolation_coeffs``, [B, L, C]).
         coarse_field: the coarse propagator's field, a name from ``CDE_COARSE_FIELDS``:
-            ``"log_ode"`` (the chunk's increment and Levy area, Lie brackets of f by JVPs) or
-            ``"increment"``. It is constant over the chunk; ``options.coarse`` and
-            ``coarse_steps`` say how it is solved (one step of that method is one log-ODE step).
+            ``"increment"`` (the chunk's increment: f(z) dX_n / span) or ``"log_ode"`` (the
+            increment and the Levy area, Lie brackets of f by JVPs). It is constant over the
+            chunk; ``options.coarse`` and ``coarse_steps`` say how it is solved (one step of
+            that method is one log-ODE step). The default is the measured better: no more
+            iterations than ``"log_ode"`` on ACSF1 and a 3-channel walk, often fewer, at a
+            fraction of the coarse cost (docs/benchmarks/cde_coarse.md).
         cache_bytes: memory bound of the warm-start cache (see ``WarmStartCache``), per rank.
         options: ``PararealOptions`` or a mapping of its fields; ``fine``/``fine_steps`` are set
             here. With ``warm_start`` and an ``index`` the start is the per-sample cache.
@@ -133,7 +136,7 @@ class NeuralCDEBlock(PararealODEBlock):
         num_slices: int,
         *,
         interpolation: str = "cubic",
-        coarse_field: str = "log_ode",
+        coarse_field: str = "increment",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         options: PararealOptions | Mapping[str, Any] | None = None,
         **option_overrides: Any,
