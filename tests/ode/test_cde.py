@@ -9,6 +9,7 @@ import torchcde
 from cde_helpers import F64, CDEFunc, cdeint_final, coefficients, series
 
 from pnode_zoo.ode import BACKWARD_MODES, NeuralCDEBlock
+from pnode_zoo.ode.cde import _bracket_term
 from pnode_zoo.ode.cde_paths import chunk_log_signature, derivative, path_segments
 
 BATCH, LENGTH, CHANNELS, HIDDEN = 3, 25, 3, 4
@@ -186,3 +187,28 @@ def test_state_dict_is_the_cde_functions():
     func = CDEFunc(HIDDEN, CHANNELS)
     block = NeuralCDEBlock(func, LENGTH, 4)
     assert set(block.state_dict()) == {f"func.{k}" for k in func.state_dict()}
+
+
+class _LinearCDE(torch.nn.Module):
+    """f_j(z) = M_j z: the Lie bracket [f_i, f_j](z) = (M_j M_i - M_i M_j) z in closed form."""
+
+    def __init__(self, matrices: torch.Tensor) -> None:
+        super().__init__()
+        self.m = torch.nn.Parameter(matrices)  # [channels, hidden, hidden]
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("jhk,bk->bhj", self.m, z)
+
+
+def test_bracket_term_of_linear_fields_in_closed_form():
+    m = torch.randn(CHANNELS, HIDDEN, HIDDEN, dtype=F64)
+    func, z = _LinearCDE(m), torch.randn(5, HIDDEN, dtype=F64)
+    upper = torch.randn(5, CHANNELS, CHANNELS, dtype=F64)
+    areas = upper - upper.transpose(-1, -2)
+    got = _bracket_term(func, torch.zeros(5, dtype=F64), z, func(None, z), areas)
+    want = torch.zeros_like(z)
+    for i in range(CHANNELS):
+        for j in range(i + 1, CHANNELS):
+            bracket = m[j] @ m[i] - m[i] @ m[j]
+            want += areas[:, i, j, None] * (z @ bracket.T)
+    torch.testing.assert_close(got, want)
