@@ -42,6 +42,22 @@ def test_k_equals_n_reproduces_cdeint(problem, interpolation, coarse, num_slices
     assert relative(out, reference) <= 1e-10
 
 
+@pytest.mark.parametrize("interpolation", ["cubic", "linear"])
+def test_steps_per_observation_reproduce_cdeint_with_a_finer_step(problem, interpolation):
+    func, x, z0 = problem
+    coeffs = coefficients(x, interpolation)
+    path = (torchcde.LinearInterpolation if interpolation == "linear"
+            else torchcde.CubicSpline)(coeffs)
+    reference = torchcde.cdeint(X=path, func=func, z0=z0, t=path.interval, method="rk4",
+                                options={"step_size": 1 / 3}, adjoint=False)[:, -1]
+    block = NeuralCDEBlock(func, LENGTH, 4, interpolation=interpolation, tol=0.0,
+                           steps_per_observation=3)
+    with torch.no_grad():
+        out = block(coeffs, z0)
+    assert block.options.fine_steps == 18
+    assert relative(out, reference) <= 1e-10
+
+
 def test_a_tolerance_stops_early_within_it(problem):
     func, x, z0 = problem
     coeffs = coefficients(x, "cubic")
@@ -163,7 +179,8 @@ def test_log_ode_step_is_one_order_higher_than_the_increment_step():
     [({"num_slices": 5}, "divides length - 1 = 24"),
      ({"coarse_field": "sampled"}, "coarse_field must be one of"),
      ({"interpolation": "spline"}, "interpolation must be one of"),
-     ({"length": 1}, "length must be an integer >= 2")],
+     ({"length": 1}, "length must be an integer >= 2"),
+     ({"steps_per_observation": 0}, "steps_per_observation must be an integer >= 1")],
 )
 def test_construction_errors_name_the_fix(kwargs, message):
     args = {"func": CDEFunc(HIDDEN, CHANNELS), "length": LENGTH, "num_slices": 4, **kwargs}
@@ -179,7 +196,7 @@ def test_call_errors_name_the_fix(problem):
     with pytest.raises(ValueError, match="z0 must be"):
         block(coefficients(x, "cubic"), z0[:2])
     block.options = {"num_slices": 4, "fine_steps": 3}
-    with pytest.raises(ValueError, match="fine_steps=6"):
+    with pytest.raises(ValueError, match="fine_steps=6 "):
         block(coefficients(x, "cubic"), z0)
 
 
