@@ -1,6 +1,6 @@
 """Parareal iterations K of a neural CDE for each coarse propagator, on ACSF1 and a walk.
 
-Run from the repository root (about eight minutes on one core):
+Run from the repository root (about ten minutes on one core):
 
     python benchmarks/cde_coarse.py [--seeds 2] [--batch 8] [--tasks ACSF1:1:1 walk3:0.1:1 ...]
 
