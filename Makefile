@@ -1,7 +1,8 @@
 # Developer commands; each is also written out in the README.
 PY ?= .venv/bin/python
 
-.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches device-check
+.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches device-check \
+	cde-coarse
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e '.[dev]'
 lint:
@@ -29,3 +30,6 @@ adjoint-micro-batches:
 # there (docs/benchmarks/gpu.md); elsewhere one line and exit 0.
 device-check:
 	$(PY) benchmarks/device_check.py
+# Parareal iterations K of the neural CDE per coarse propagator and fine step, ACSF1 and a walk (about 10 minutes).
+cde-coarse:
+	$(PY) benchmarks/cde_coarse.py
