@@ -24,7 +24,7 @@ def needs_missing_files(config: Path) -> str | None:
 def test_there_are_configs_for_every_task():
     tasks = {config.parent.name for config in CONFIGS}
     assert {"digits", "fashion_mnist", "gunpoint", "italy_power_demand", "basic_motions",
-            "lotka_volterra", "lynx"} <= tasks
+            "lotka_volterra", "lynx", "acsf1", "osuleaf", "japanese_vowels"} <= tasks
 
 
 @pytest.mark.slow
