@@ -2,8 +2,11 @@
 
 ``odeint_parareal`` is torchdiffeq's ``odeint`` solved by parareal; ``PararealODEBlock`` is the
 same solve as an ``nn.Module``; ``PararealOptions`` declares every option of both.
+``NeuralCDEBlock`` is a neural CDE solved by parareal over chunks of its series.
 """
 
+from pnode_zoo.ode.cde import CDE_COARSE, NeuralCDEBlock
+from pnode_zoo.ode.cde_cache import WarmStartCache
 from pnode_zoo.ode.irregular import IrregularTimeField
 from pnode_zoo.ode.odeint_block import ODEBlock
 from pnode_zoo.ode.odeint_parareal import odeint_parareal
@@ -14,14 +17,17 @@ from pnode_zoo.ode.vector_fields import ConcatConv, ConvVectorField, MLPVectorFi
 
 __all__ = [
     "BACKWARD_MODES",
+    "CDE_COARSE",
     "ConcatConv",
     "ConvVectorField",
     "IrregularTimeField",
     "MLPVectorField",
+    "NeuralCDEBlock",
     "ODEBlock",
     "PararealODEBlock",
     "PararealOptions",
     "PararealStats",
+    "WarmStartCache",
     "group_norm",
     "odeint_parareal",
 ]

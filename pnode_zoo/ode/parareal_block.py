@@ -82,6 +82,8 @@ class PararealODEBlock(nn.Module):
             raise ValueError(f"need finite t0 < t1, got t0={t0!r}, t1={t1!r}")
         self.func = nn.ModuleList(func) if per_slice else func
         self._fields = SliceFields(self.func, options.num_slices)
+        # a subclass may give G fields of its own (a cheaper coarse model of the same parameters)
+        self._coarse_fields: SliceFields | None = None
         self.t0, self.t1 = float(t0), float(t1)
         self._times = torch.linspace(self.t0, self.t1, options.num_slices + 1,
                                      dtype=torch.float64)
@@ -137,7 +139,8 @@ class PararealODEBlock(nn.Module):
                 raise ValueError("initial_guess contains NaN or Inf")
             guess = guess.detach()
         problem = make_problem(
-            self._fields, self._times, self.options, x0, self.time_group, self.return_trajectory
+            self._fields, self._times, self.options, x0, self.time_group, self.return_trajectory,
+            self._coarse_fields,
         )
         self.stats = problem.stats
         states = solve(problem, x0, guess)

@@ -46,6 +46,8 @@ class Problem:
         stacked: per-slice parameters and buffers stacked for this call; None when shared.
         group: the time group whose ranks share the slices; None: this process solves all.
         return_trajectory: whether the caller sees every boundary state.
+        coarse_fields: the fields G solves, when the coarse model is not the fine one (it must
+            depend on the parameters only through ``fields``' parameters); None: ``fields``.
     """
 
     fields: SliceFields
@@ -58,6 +60,7 @@ class Problem:
     stacked: Stacked | None
     group: TimeGroup | None
     return_trajectory: bool
+    coarse_fields: SliceFields | None = None
 
     @property
     def num_slices(self) -> int:
@@ -99,6 +102,7 @@ def make_problem(
     x0: torch.Tensor,
     group: TimeGroup | None = None,
     return_trajectory: bool = False,
+    coarse_fields: SliceFields | None = None,
 ) -> Problem:
     """Freeze one call: slice times on x0's device and dtype, per-slice parameters stacked.
 
@@ -109,6 +113,7 @@ def make_problem(
         x0: the initial state (sets dtype and device).
         group: the time group, or None.
         return_trajectory: whether the caller sees every boundary state.
+        coarse_fields: the fields of G when they are not ``fields`` (a cheaper coarse model).
     """
     n = len(times) - 1
     if group is not None and n % group.size:
@@ -128,6 +133,7 @@ def make_problem(
         stacked=fields.stack(),
         group=group,
         return_trajectory=return_trajectory,
+        coarse_fields=coarse_fields,
     )
 
 
@@ -142,7 +148,10 @@ def _propagate(
     """Propagate ``states[i]`` across slice ``slices[i]``, all in one solve; (out, work, when).
     With ``steps`` (fixed-step methods), only those steps, and the state after each."""
     cut = slice(slices.start, slices.stop)
-    field = problem.fields.field(slices, states.shape[1], selected)
+    fields = problem.fields
+    if propagator is problem.coarse and problem.coarse_fields is not None:
+        fields = problem.coarse_fields
+    field = fields.field(slices, states.shape[1], selected)
     work, start = Work(), clock(states.device)
     flat = states.reshape(len(slices) * states.shape[1], *states.shape[2:])
     with record_function(f"parareal/{propagator.name}"):  # a range in torch.profiler traces

@@ -1,0 +1,252 @@
+"""Neural CDEs solved parallel in time: parareal over chunks of the series.
+
+A neural controlled differential equation (Kidger et al. 2020) dz = f(z) dX(t) reads the series
+X as it integrates, one solver step per observation, so its serial solve is as long as the
+series. ``NeuralCDEBlock`` cuts the series into N chunks, the parareal slices: the fine
+propagator is the step-per-observation RK4 (torchdiffeq's 3/8 rule, as ``torchcde.cdeint``
+with ``method="rk4"``), and the coarse one takes one step over a whole chunk from the chunk's
+log-signature (``"log_ode"``: dz = f(z) dX + [f, f](z) : A, Morrill et al. 2021) or its
+increment alone (``"increment"``). A warm start begins the iteration from the chunk boundaries
+each sample had when last seen (``WarmStartCache``); ``tol`` still decides convergence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from pnode_zoo.ode.cde_cache import WarmStartCache
+from pnode_zoo.ode.cde_paths import INTERPOLATIONS, chunk_log_signature, derivative, path_segments
+from pnode_zoo.ode.options import PararealOptions
+from pnode_zoo.ode.parareal_block import PararealODEBlock
+from pnode_zoo.ode.propagators import Work
+from pnode_zoo.ode.slices import SliceFields
+from pnode_zoo.ode.vector_fields import _time_per_sample
+
+#: Coarse propagators by name, with the log-signature depth each one reads.
+CDE_COARSE = {"log_ode": 2, "increment": 1}
+DEFAULT_CACHE_BYTES = 64 * 2**20
+
+
+class _PathField(nn.Module):
+    """dz/dt = f(t, z) dX/dt for one call's path; rows are slices' samples stacked."""
+
+    time_per_sample = True
+
+    def __init__(self, func: nn.Module, table: torch.Tensor) -> None:
+        super().__init__()
+        self.func, self.table = func, table
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        t = _time_per_sample(t, z)
+        slope = derivative(self.table, t)
+        # the product exactly as torchcde's _VectorField writes it
+        return (self.func(t, z) @ slope.unsqueeze(-1)).squeeze(-1)
+
+
+class _ChunkFields:
+    """The coarse propagator's fields: on chunk n, constant in time, the log-ODE field
+    (f(z) dX_n + sum_ij (df_j f_i)(z) A_n^ij) / span, so one step over the chunk applies the
+    chunk's log-signature. Knows its slices (``SliceFields.field``'s contract), so a stage time
+    on a chunk boundary is never read as the neighbour's chunk."""
+
+    def __init__(self, func: nn.Module, increments: torch.Tensor,
+                 areas: torch.Tensor | None, span: float) -> None:
+        self.func, self.span = func, span
+        self.increments, self.areas = increments, areas
+
+    def field(self, slices: range, batch_size: int, selected: Any = None):
+        cut = slice(slices.start, slices.stop)
+        increments = self.increments[cut].reshape(-1, self.increments.shape[-1])
+        areas = None if self.areas is None else self.areas[cut].flatten(0, 1)
+
+        def field(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1)
+            t = t.repeat_interleave(z.shape[0] // t.shape[0])  # one time per slice -> per row
+            value = self.func(t, z)
+            out = (value @ increments.unsqueeze(-1)).squeeze(-1)
+            if areas is not None:
+                out = out + _bracket_term(self.func, t, z, value, areas)
+            return out / self.span
+
+        return field
+
+
+def _bracket_term(func: nn.Module, t: torch.Tensor, z: torch.Tensor, value: torch.Tensor,
+                  areas: torch.Tensor) -> torch.Tensor:
+    """sum_ij (df_j(z) f_i(z)) A^ij = sum_{i<j} [f_i, f_j](z) A^ij for antisymmetric A: the
+    directional derivative of column j of f along w_j = sum_i f_i A^ij, one forward-mode JVP
+    for all C columns (rows repeated C times)."""
+    rows, channels = z.shape[0], value.shape[-1]
+    tangents = torch.einsum("rhi,rij->jrh", value, areas)  # w_j per row
+    _, pushed = torch.func.jvp(lambda y: func(t.repeat(channels), y),
+                               (z.repeat(channels, 1),), (tangents.reshape(-1, z.shape[1]),))
+    pushed = pushed.view(channels, rows, *pushed.shape[1:])
+    return pushed.diagonal(dim1=0, dim2=-1).sum(dim=-1)
+
+
+class NeuralCDEBlock(PararealODEBlock):
+    """A neural CDE over series of ``length`` observations, solved by parareal over
+    ``num_slices`` chunks of the series.
+
+    The fine propagator is RK4 (3/8 rule) with one step per unit of time, so with K = N (e.g.
+    ``max_iters=None, tol=0``) the output equals ``torchcde.cdeint(X, func, z0, X.interval,
+    method="rk4", options={"step_size": 1})[:, -1]`` for the path X of the same coefficients,
+    to rounding. N must divide L-1 (each chunk holds m = (L-1)/N steps): pad the series
+    otherwise, e.g. by repeating its last observation, and give the plain model the same
+    padded series. ``func``'s parameters are the only ones (state_dict keys ``func.*``); no
+    gradient flows into the path's coefficients.
+
+    Args:
+        func: the CDE function, torchcde's signature: f(t, z) -> [batch, hidden, channels]. It
+            is called with one time per row of a batch of several chunks' samples stacked (the
+            coarse step passes its chunk's times), so it should not depend on t: give the
+            time to the path as a channel instead.
+        length: L, observations per series, at t = 0, 1, ..., L-1 (torchcde's default knots).
+        num_slices: N, chunks of the series.
+        interpolation: ``"cubic"`` (coefficients [B, L-1, 4C] from torchcde's
+            ``hermite_cubic_coefficients_with_backward_differences`` or ``natural_cubic_coeffs``)
+            or ``"linear"`` (``linear_interpolation_coeffs``, [B, L, C]).
+        coarse: the coarse propagator, a name from ``CDE_COARSE``: ``"log_ode"`` (the chunk's
+            increment and Levy area, Lie brackets of f by JVPs) or ``"increment"``. Its field
+            is constant over the chunk; ``options.coarse``/``coarse_steps`` say how it is solved.
+        cache_bytes: memory bound of the warm-start cache (see ``WarmStartCache``), per rank.
+        options: ``PararealOptions`` or a mapping of its fields; ``fine``/``fine_steps`` are set
+            here. With ``warm_start`` and an ``index`` the start is the per-sample cache.
+        **option_overrides: ``PararealOptions`` fields applied on top of ``options``.
+
+    Attributes:
+        stats: ``PararealStats`` of the last call (K is ``stats.forward_iters``).
+        cache: the ``WarmStartCache`` (cumulative ``hits``/``lookups``, ``nbytes``).
+        cache_hit_rate: hits over look-ups in the last call (None: no look-up).
+    """
+
+    def __init__(
+        self,
+        func: nn.Module,
+        length: int,
+        num_slices: int,
+        *,
+        interpolation: str = "cubic",
+        coarse: str = "log_ode",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        options: PararealOptions | Mapping[str, Any] | None = None,
+        **option_overrides: Any,
+    ) -> None:
+        if not isinstance(func, nn.Module):
+            raise ValueError(f"func must be an nn.Module f(t, z), got {type(func).__name__}")
+        if not isinstance(length, int) or length < 2:
+            raise ValueError(f"length must be an integer >= 2 (observations), got {length!r}")
+        if not isinstance(num_slices, int) or num_slices < 1 or (length - 1) % num_slices:
+            raise ValueError(
+                f"num_slices must be an integer >= 1 that divides length - 1 = {length - 1} "
+                f"(chunks of whole steps), got {num_slices!r}; pad the series (e.g. repeat its "
+                f"last observation) to a length whose L - 1 it divides"
+            )
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got "
+                             f"{interpolation!r}")
+        if coarse not in CDE_COARSE:
+            raise ValueError(f"coarse must be one of {tuple(CDE_COARSE)}, got {coarse!r}")
+        steps = (length - 1) // num_slices
+        options = dataclasses.replace(PararealOptions.create(options, **option_overrides),
+                                      num_slices=num_slices, fine="rk4", fine_steps=steps)
+        super().__init__(func, 0.0, float(steps * num_slices), options)
+        self.length, self.interpolation, self.coarse = length, interpolation, coarse
+        self.cache = WarmStartCache(cache_bytes)
+        self.cache_hit_rate: float | None = None
+
+    def forward(
+        self,
+        coeffs: torch.Tensor,
+        z0: torch.Tensor,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """z at the end of the series, [batch, hidden].
+
+        Args:
+            coeffs: the batch's torchcde coefficients (see ``interpolation``).
+            z0: initial state [batch, hidden].
+            index: each sample's index in its data set, [batch]: the warm-start cache's keys
+                (used with ``options.warm_start``). Keys must name one sample each across the
+                calls of this block (e.g. training samples only); a clash is still correct,
+                only a worse start.
+        """
+        options = self.options
+        if options.fine != "rk4" or options.fine_steps != self._steps:
+            raise ValueError(f"NeuralCDEBlock's fine propagator is rk4 with fine_steps="
+                             f"{self._steps} (one step per observation), got {options.fine} x "
+                             f"{options.fine_steps}")
+        if not (torch.is_tensor(z0) and z0.dim() == 2 and z0.shape[0] == coeffs.shape[0]):
+            raise ValueError(f"z0 must be [batch, hidden] with coeffs' batch "
+                             f"{coeffs.shape[0]}, got {tuple(getattr(z0, 'shape', ()))}")
+        n = self.num_slices
+        table = path_segments(coeffs, self.interpolation, self.length).to(z0.dtype)
+        self._fields = SliceFields(_PathField(self.func, table), n)
+        increments, areas = chunk_log_signature(table, n, CDE_COARSE[self.coarse])
+        self._coarse_fields = _ChunkFields(self.func, increments, areas, float(self._steps))
+        self.cache_hit_rate = None
+        guess, cached = None, options.warm_start and index is not None
+        if cached:
+            index = torch.as_tensor(index).reshape(-1)
+            if index.shape[0] != z0.shape[0]:
+                raise ValueError(f"index must hold one integer per sample ({z0.shape[0]}), "
+                                 f"got shape {tuple(index.shape)}")
+            guess = self._cached_guess(z0, index)
+            self._previous = None  # a miss falls back to the coarse sweep, not another batch
+        self.return_trajectory = cached
+        out = super().forward(z0, guess)
+        if not cached:
+            return out
+        self.cache.store(index, out[self._rows].detach())
+        return out[-1]
+
+    @property
+    def _steps(self) -> int:
+        return (self.length - 1) // self.num_slices
+
+    @property
+    def _rows(self) -> range:
+        """Boundary rows this rank solves from and to: all, or its chunk's lo..hi."""
+        own = range(self.num_slices) if self.time_group is None else self.time_group.chunk(
+            self.num_slices)
+        return range(own.start, own.stop + 1)
+
+    def _cached_guess(self, z0: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None:
+        """U^0 from the cache, misses filled by the coarse sweep; None when all miss (the
+        block's own sweep then). Ranks of a time group see the same indices in the same order,
+        so their caches hit and miss alike and all take the same branch."""
+        rows = self._rows
+        like = z0.new_empty((len(rows), *z0.shape))
+        found, values = self.cache.lookup(index, like)
+        self.cache_hit_rate = float(found.float().mean()) if len(found) else None
+        if values is None:
+            return None
+        guess = z0.new_zeros((self.num_slices + 1, *z0.shape))
+        hit = found.to(z0.device)
+        guess[rows.start : rows.stop, hit] = values
+        if not bool(found.all()):
+            guess[rows.start : rows.stop, ~hit] = self._coarse_rows(z0, ~hit, rows)
+        return guess
+
+    @torch.no_grad()
+    def _coarse_rows(self, z0: torch.Tensor, which: torch.Tensor, rows: range) -> torch.Tensor:
+        """The coarse sweep of the samples ``which``, boundaries ``rows``."""
+        chunks = self._coarse_fields
+        sub = _ChunkFields(self.func, chunks.increments[:, which],
+                           None if chunks.areas is None else chunks.areas[:, which], chunks.span)
+        propagator = self.options.propagator("coarse")
+        times = self._times.to(dtype=z0.dtype, device=z0.device)
+        state, out = z0[which], []
+        for n in range(rows.stop - 1):
+            if n >= rows.start:
+                out.append(state)
+            one = range(n, n + 1)
+            state = propagator(sub.field(one, state.shape[0]), times[n : n + 1],
+                               times[n + 1 : n + 2] - times[n : n + 1], state, Work())
+        out.append(state)
+        return torch.stack(out)
