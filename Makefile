@@ -1,7 +1,7 @@
 # Developer commands; each is also written out in the README.
 PY ?= .venv/bin/python
 
-.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches
+.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches cde-coarse
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
 lint:
@@ -25,3 +25,6 @@ fine-steps:
 # The fine adjoint's chain pipelined over parts of the batch on 2 ranks (about 6 minutes).
 adjoint-micro-batches:
 	$(PY) benchmarks/adjoint_micro_batches.py
+# Parareal iterations K of the neural CDE per coarse propagator, ACSF1 and a walk (about 8 minutes).
+cde-coarse:
+	$(PY) benchmarks/cde_coarse.py

@@ -5,7 +5,7 @@ same solve as an ``nn.Module``; ``PararealOptions`` declares every option of bot
 ``NeuralCDEBlock`` is a neural CDE solved by parareal over chunks of its series.
 """
 
-from pnode_zoo.ode.cde import CDE_COARSE, NeuralCDEBlock
+from pnode_zoo.ode.cde import CDE_COARSE_FIELDS, NeuralCDEBlock
 from pnode_zoo.ode.cde_cache import WarmStartCache
 from pnode_zoo.ode.irregular import IrregularTimeField
 from pnode_zoo.ode.odeint_block import ODEBlock
@@ -17,7 +17,7 @@ from pnode_zoo.ode.vector_fields import ConcatConv, ConvVectorField, MLPVectorFi
 
 __all__ = [
     "BACKWARD_MODES",
-    "CDE_COARSE",
+    "CDE_COARSE_FIELDS",
     "ConcatConv",
     "ConvVectorField",
     "IrregularTimeField",

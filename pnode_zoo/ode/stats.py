@@ -49,6 +49,8 @@ class PararealStats:
             (pipeline idle time plus the transfer; 0 in one process).
         rank: this rank's position in the time group (0 in one process).
         ranks: size of the time group (1 in one process).
+        cache_hit_rate: the share of the batch whose start came from a per-sample warm-start
+            cache (``NeuralCDEBlock``); None when no cache was looked up.
         tol: the forward's stopping tolerance.
         converged: whether the forward met ``tol`` (or reached K = N, the fine solve itself);
             False when the ``max_iters`` cap stopped it first.
@@ -74,6 +76,7 @@ class PararealStats:
     time_wait: float = 0.0
     rank: int = 0
     ranks: int = 1
+    cache_hit_rate: float | None = None
     timeline: list[tuple[str, float, float]] = field(default_factory=list, repr=False)
     _batched: list[tuple[str, str, int, int, int]] = field(default_factory=list, repr=False)
     _sequential: dict[str, int] = field(
