@@ -124,3 +124,73 @@ def test_classifier_steps_on_batches_with_and_without_index():
                           num_classes=2, input_shape=(1, 20))
         assert task.takes_index == (arch == "ncde")
         assert torch.equal(task.logits((x, labels, index)), task.logits((x, labels)))
+
+
+def twins(length: int = 41, **options):
+    """ncde and ncde_parareal (8 chunks, ``options``) with the same float64 parameters."""
+    torch.manual_seed(0)
+    shape = {"num_classes": 3, "input_shape": (2, length), "hidden": 8, "width": 16}
+    plain = create_model("ncde", **shape).double()
+    twin = create_model("ncde_parareal", **shape,
+                        parareal={"num_slices": 8, **options}).double()
+    twin.load_state_dict(plain.state_dict())
+    return plain, twin
+
+
+def test_parareal_twin_at_k_equal_n_is_the_plain_model_values_and_gradients():
+    plain, twin = twins(tol=0.0)
+    x = torch.randn(5, 2, 41, dtype=torch.float64).cumsum(-1) / 5
+    outputs = []
+    for model in (plain, twin):
+        logits = model(x)
+        logits.square().sum().backward()
+        outputs.append((logits, torch.cat([p.grad.flatten() for p in model.parameters()])))
+    assert twin.block.stats.forward_iters == 8
+    assert torch.allclose(outputs[0][0], outputs[1][0], rtol=1e-10, atol=1e-12)
+    assert torch.allclose(outputs[0][1], outputs[1][1], rtol=1e-9, atol=1e-12)
+
+
+def test_parareal_twin_warm_start_from_the_samples_cache():
+    plain, twin = twins(tol=1e-6, warm_start=True)
+    x = torch.randn(6, 2, 41, dtype=torch.float64).cumsum(-1) / 5
+    index = torch.tensor([3, 1, 4, 10, 5, 9])
+    reference = plain(x)
+    with torch.no_grad():
+        twin(x[:3], index=index[:3])  # half the samples seen before
+        cold = twin(x, index=index)
+        half = (twin.block.stats.forward_iters, twin.block.stats.cache_hit_rate)
+        warm = twin(x, index=index)
+    assert half[1] == 0.5 and twin.block.stats.cache_hit_rate == 1.0
+    assert twin.block.stats.forward_iters < half[0]
+    for logits in (cold, warm):
+        assert torch.allclose(logits, reference, rtol=1e-4, atol=1e-6)
+
+
+def test_input_scale_scales_the_values_not_time():
+    torch.manual_seed(0)
+    scaled = create_model("ncde", num_classes=2, input_shape=(1, 20), input_scale=0.1)
+    plain = create_model("ncde", num_classes=2, input_shape=(1, 20))
+    plain.load_state_dict(scaled.state_dict())
+    x = torch.randn(3, 1, 20)
+    assert torch.allclose(scaled(x), plain(0.1 * x), atol=1e-6)
+    with pytest.raises(ValueError, match="input_scale must be a positive number"):
+        create_model("ncde", input_scale=0.0)
+
+
+def test_parareal_twin_needs_chunks_of_whole_steps():
+    with pytest.raises(ValueError, match="divides length - 1 = 149"):
+        create_model("ncde_parareal", input_shape=(1, 150), parareal={"num_slices": 4})
+    with pytest.raises(ValueError, match="coarse_field must be one of"):
+        create_model("ncde_parareal", input_shape=(1, 149), coarse_field="midpoint")
+
+
+def test_data_length_pads_to_it_and_refuses_a_shorter_one():
+    data = UCRDataModule("OSULeaf", pad="last", length=433)
+    data.setup("fit")
+    inputs = data.splits["test"].tensors[0]
+    assert data.input_shape == (1, 433) and inputs.shape[-1] == 433
+    assert torch.equal(inputs[:, :, 427:], inputs[:, :, 426:427].expand(-1, -1, 6))
+    with pytest.raises(ValueError, match="data.length must be at least the longest series"):
+        UCRDataModule("OSULeaf", length=400)
+    with pytest.raises(ValueError, match="data.pad must be 'zeros' or 'last'"):
+        UCRDataModule("OSULeaf", pad="edge")

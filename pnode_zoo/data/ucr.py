@@ -109,7 +109,8 @@ class UCRDataModule(TensorDataModule):
     A validation split is carved out of the official training set (seeded; stratified where
     every class has at least two samples). Labels are encoded as the positions of the sorted
     training labels. Sets of unequal length (JapaneseVowels, PLAID) are normalised on each
-    series' own length, then padded at the end to the longest series of train and test.
+    series' own length, then padded at the end to the longest series of train and test
+    (or to ``length``).
 
     Args:
         name: the set, e.g. GunPoint, ItalyPowerDemand, BasicMotions (an unknown name lists
@@ -127,6 +128,9 @@ class UCRDataModule(TensorDataModule):
         pad: how a shorter series is padded: "zeros", or "last" (its last observation
             repeated: the path a neural CDE reads then stops moving, so the padding changes
             no state that is driven by the series alone).
+        length: pad every series to this length (None: the longest series'), e.g. a length L
+            with L - 1 a multiple of N, so that a parareal neural CDE cuts the series into N
+            chunks of whole steps.
         with_index: batches are (inputs, labels, index), index [batch] the sample's position
             in the set: in the official training file, or the training file's size plus its
             position in the test file (unique over all splits, e.g. to key a per-sample
@@ -143,6 +147,7 @@ class UCRDataModule(TensorDataModule):
         normalise: Literal["series", "channel", "none"] = "series",
         num_workers: int = 0,
         pad: Literal["zeros", "last"] = "zeros",
+        length: int | None = None,
         with_index: bool = False,
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
@@ -169,7 +174,11 @@ class UCRDataModule(TensorDataModule):
         self.test_labels = self.encoder.transform(test_labels)
         self.classes: list[str] = [str(label) for label in self.encoder.classes_]
         self.num_classes = len(self.classes)
-        self.length = max(s.shape[1] for s in self.train_series + self.test_series)
+        longest = max(s.shape[1] for s in self.train_series + self.test_series)
+        if length is not None and (not isinstance(length, int) or length < longest):
+            raise ValueError(f"data.length must be at least the longest series of {name!r} "
+                             f"({longest}), got {length!r}")
+        self.length = longest if length is None else length
         self.input_shape = (self.train_series[0].shape[0], self.length)
 
     def build_splits(self) -> dict[str, Dataset]:

@@ -6,20 +6,25 @@ interpolation, with knots at the observations t = 0, 1, ..., length - 1 and, by 
 rising from 0 to 1 as an extra channel), the hidden state starts at z(0) = linear(X(0)) and
 follows dz = f_θ(z) dX(t), and a linear head classifies z(length - 1). The fine grid takes one
 step per observation (torchdiffeq's ``rk4``, the 3/8 rule), so the serial solve is as long as
-the series. ``ncde`` solves it with ``torchcde.cdeint``.
+the series. ``ncde`` solves it with ``torchcde.cdeint``; its twin ``ncde_parareal`` solves the
+same CDE by parareal over chunks of the series (``NeuralCDEBlock``), with the same parameters
+(the plain model's state_dict loads into the twin).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 import torchcde
 from torch import nn
 
+from pnode_zoo.models.common import parareal_options
 from pnode_zoo.models.registry import register_model
+from pnode_zoo.ode import NeuralCDEBlock, PararealOptions
 
 Interpolation = Literal["hermite", "linear"]
 INTERPOLATIONS = ("hermite", "linear")
@@ -56,19 +61,20 @@ class CDEField(nn.Module):
         return self.net(z).unflatten(-1, (self.hidden, self.channels))
 
 
-def path_coefficients(x: torch.Tensor, time_channel: bool,
-                      interpolation: Interpolation) -> torch.Tensor:
+def path_coefficients(x: torch.Tensor, time_channel: bool, interpolation: Interpolation,
+                      input_scale: float = 1.0) -> torch.Tensor:
     """torchcde's coefficients of the path through a batch of series, knots at t = 0, ...,
     length - 1.
 
     Args:
         x: series [batch, channels, length].
+        input_scale: factor on the series' values (not on time).
         time_channel: prepend time as a channel, rising from 0 to 1 over the length (a CDE
             without it cannot tell how fast the series moved).
         interpolation: "hermite" (cubic Hermite with backward differences: causal, one
             observation of look-ahead at most) or "linear".
     """
-    path = x.transpose(1, 2)
+    path = x.transpose(1, 2) * input_scale
     if time_channel:
         batch, length = path.shape[:2]
         time = torch.linspace(0, 1, length, dtype=x.dtype, device=x.device)
@@ -126,17 +132,21 @@ class NeuralCDE(nn.Module):
         channels: channels of the series (without the time channel).
         time_channel: time as an extra channel of the path.
         interpolation: "hermite" or "linear" (see ``path_coefficients``).
+        input_scale: factor on the series' values in the path.
     """
 
     def __init__(self, block: nn.Module, num_classes: int, channels: int, time_channel: bool,
-                 interpolation: Interpolation) -> None:
+                 interpolation: Interpolation, input_scale: float = 1.0) -> None:
         super().__init__()
         field = block.func
         if field.channels != channels + int(time_channel):
             raise ValueError(f"the field reads {field.channels} channels, the path has "
                              f"{channels + int(time_channel)}")
         self.block = block
+        if not (math.isfinite(input_scale) and input_scale > 0):
+            raise ValueError(f"input_scale must be a positive number, got {input_scale}")
         self.time_channel, self.interpolation = time_channel, interpolation
+        self.input_scale = input_scale
         self.initial = nn.Linear(field.channels, field.hidden)
         self.head = nn.Linear(field.hidden, num_classes)
         self.takes_index = "index" in inspect.signature(block.forward).parameters
@@ -152,7 +162,7 @@ class NeuralCDE(nn.Module):
         if x.dim() != 3 or x.shape[-1] < 2:
             raise ValueError(f"a neural CDE reads series [batch, channels, length >= 2], got "
                              f"shape {tuple(x.shape)}")
-        coeffs = path_coefficients(x, self.time_channel, self.interpolation)
+        coeffs = path_coefficients(x, self.time_channel, self.interpolation, self.input_scale)
         path = control_path(coeffs, self.interpolation)
         z0 = self.initial(path.evaluate(path.interval[0]))
         if self.takes_index:
@@ -168,6 +178,13 @@ def check_interpolation(interpolation: str) -> None:
         )
 
 
+def cde_field(input_shape: Sequence[int], hidden: int, width: int, depth: int,
+              time_channel: bool, interpolation: str) -> CDEField:
+    """The field f_θ of a neural CDE on series of ``input_shape`` (options checked)."""
+    check_interpolation(interpolation)
+    return CDEField(hidden, input_shape[0] + int(time_channel), width, depth)
+
+
 @register_model
 def ncde(
     num_classes: int = 2,
@@ -177,6 +194,7 @@ def ncde(
     depth: int = 1,
     time_channel: bool = True,
     interpolation: str = "hermite",
+    input_scale: float = 1.0,
     adjoint: bool = False,
 ) -> NeuralCDE:
     """Neural CDE (Kidger et al. 2020) solved by ``torchcde.cdeint``: torchcde's Hermite cubic
@@ -192,12 +210,65 @@ def ncde(
         depth: hidden layers of the field's MLP.
         time_channel: time, rising from 0 to 1 over the series, as an extra channel.
         interpolation: "hermite" (cubic Hermite with backward differences) or "linear".
+        input_scale: factor on the series' values in the path (not on time): the flow's
+            sensitivity to the series, which decides how fast parareal converges over a
+            chunk (on ACSF1, K is about N at 1 and 3 to 6 at 0.1:
+            docs/benchmarks/cde_coarse.md).
         adjoint: backpropagate with torchcde's continuous adjoint (torchcde's default)
             instead of through the solver's steps (the exact gradient; memory grows with the
             series' length).
     """
-    check_interpolation(interpolation)
-    channels = input_shape[0]
-    field = CDEField(hidden, channels + int(time_channel), width, depth)
+    field = cde_field(input_shape, hidden, width, depth, time_channel, interpolation)
     block = CDEIntSolve(field, interpolation, adjoint)  # type: ignore[arg-type]
-    return NeuralCDE(block, num_classes, channels, time_channel, interpolation)  # type: ignore[arg-type]
+    return NeuralCDE(block, num_classes, input_shape[0], time_channel,
+                     interpolation, input_scale)  # type: ignore[arg-type]
+
+
+@register_model
+def ncde_parareal(
+    num_classes: int = 2,
+    input_shape: Sequence[int] = (1, 150),
+    hidden: int = 32,
+    width: int = 64,
+    depth: int = 1,
+    time_channel: bool = True,
+    interpolation: str = "hermite",
+    input_scale: float = 1.0,
+    coarse_field: str = "increment",
+    cache_mib: float = 64.0,
+    parareal: PararealOptions | Mapping[str, Any] | None = None,
+) -> NeuralCDE:
+    """``ncde`` solved by parareal over chunks of the series (``NeuralCDEBlock``): the fine
+    propagator is ``ncde``'s rk4 step per observation, so at K = N the twin is ``ncde``; the
+    coarse one takes one step per chunk. Same parameters as ``ncde``.
+
+    Args:
+        num_classes: number of output classes.
+        input_shape: (channels, length) of the series; ``parareal.num_slices`` must divide
+            length - 1 (pad the series, e.g. with the data's ``length``).
+        hidden: size of the hidden state z.
+        width: width of the field's hidden layers.
+        depth: hidden layers of the field's MLP.
+        time_channel: time, rising from 0 to 1 over the series, as an extra channel.
+        interpolation: "hermite" (cubic Hermite with backward differences) or "linear".
+        input_scale: factor on the series' values in the path (not on time): the flow's
+            sensitivity to the series, which decides how fast parareal converges over a
+            chunk (on ACSF1, K is about N at 1 and 3 to 6 at 0.1:
+            docs/benchmarks/cde_coarse.md).
+        coarse_field: the coarse step's field over a chunk: "increment" (the chunk's increment
+            alone) or "log_ode" (increment and Lévy area: a depth-2 log-ODE step).
+        cache_mib: memory bound of the warm-start cache, MiB (per rank).
+        parareal: the block's ``PararealOptions`` (a mapping of some of its fields) on top of
+            the zoo's ``ZOO_PARAREAL`` (4 chunks, tol 1e-3, the exact ``unrolled`` gradient);
+            ``warm_start: true`` starts from the boundaries each sample (keyed by the batch's
+            index) had when last seen. ``fine``/``fine_steps`` are the block's own.
+    """
+    field = cde_field(input_shape, hidden, width, depth, time_channel, interpolation)
+    options = parareal_options(parareal)
+    block = NeuralCDEBlock(
+        field, int(input_shape[1]), options.num_slices or 1,
+        interpolation="cubic" if interpolation == "hermite" else "linear",
+        coarse_field=coarse_field, cache_bytes=int(cache_mib * 2**20), options=options,
+    )
+    return NeuralCDE(block, num_classes, input_shape[0], time_channel,
+                     interpolation, input_scale)  # type: ignore[arg-type]
