@@ -1,7 +1,7 @@
 # Developer commands; each is also written out in the README.
 PY ?= .venv/bin/python
 
-.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches cde-coarse
+.PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches cde-coarse ncde-steps
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
 lint:
@@ -28,3 +28,6 @@ adjoint-micro-batches:
 # Parareal iterations K of the neural CDE per coarse propagator, ACSF1 and a walk (about 8 minutes).
 cde-coarse:
 	$(PY) benchmarks/cde_coarse.py
+# Training steps of the parareal NCDE (warm start on, off) against cdeint, ACSF1 and OSULeaf (about 5 minutes).
+ncde-steps:
+	$(PY) benchmarks/ncde_steps.py
