@@ -188,7 +188,7 @@ def cde_field(input_shape: Sequence[int], hidden: int, width: int, depth: int,
 @register_model
 def ncde(
     num_classes: int = 2,
-    input_shape: Sequence[int] = (1, 150),
+    input_shape: Sequence[int] = (1, 129),
     hidden: int = 32,
     width: int = 64,
     depth: int = 1,
@@ -227,7 +227,7 @@ def ncde(
 @register_model
 def ncde_parareal(
     num_classes: int = 2,
-    input_shape: Sequence[int] = (1, 150),
+    input_shape: Sequence[int] = (1, 129),
     hidden: int = 32,
     width: int = 64,
     depth: int = 1,
