@@ -25,7 +25,7 @@ fine-steps:
 # The fine adjoint's chain pipelined over parts of the batch on 2 ranks (about 6 minutes).
 adjoint-micro-batches:
 	$(PY) benchmarks/adjoint_micro_batches.py
-# Parareal iterations K of the neural CDE per coarse propagator, ACSF1 and a walk (about 8 minutes).
+# Parareal iterations K of the neural CDE per coarse propagator and fine step, ACSF1 and a walk (about 10 minutes).
 cde-coarse:
 	$(PY) benchmarks/cde_coarse.py
 # Training steps of the parareal NCDE (warm start on, off) against cdeint, ACSF1 and OSULeaf (about 5 minutes).

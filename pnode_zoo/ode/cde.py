@@ -93,13 +93,13 @@ class NeuralCDEBlock(PararealODEBlock):
     """A neural CDE over series of ``length`` observations, solved by parareal over
     ``num_slices`` chunks of the series.
 
-    The fine propagator is RK4 (3/8 rule) with one step per unit of time, so with K = N (e.g.
-    ``max_iters=None, tol=0``) the output equals ``torchcde.cdeint(X, func, z0, X.interval,
-    method="rk4", options={"step_size": 1})[:, -1]`` for the path X of the same coefficients,
-    to rounding. N must divide L-1 (each chunk holds m = (L-1)/N steps): pad the series
-    otherwise, e.g. by repeating its last observation, and give the plain model the same
-    padded series. ``func``'s parameters are the only ones (state_dict keys ``func.*``); no
-    gradient flows into the path's coefficients.
+    The fine propagator is RK4 (3/8 rule) with one step per unit of time (by default), so with
+    K = N (e.g. ``max_iters=None, tol=0``) the output equals ``torchcde.cdeint(X, func, z0,
+    X.interval, method="rk4", options={"step_size": 1})[:, -1]`` for the path X of the same
+    coefficients, to rounding. N must divide L-1 (each chunk holds m = (L-1)/N observations):
+    pad the series otherwise, e.g. by repeating its last observation, and give the plain model
+    the same padded series. ``func``'s parameters are the only ones (state_dict keys
+    ``func.*``); no gradient flows into the path's coefficients.
 
     Args:
         func: the CDE function, torchcde's signature: f(t, z) -> [batch, hidden, channels]. It
@@ -119,6 +119,10 @@ class NeuralCDEBlock(PararealODEBlock):
             iterations than ``"log_ode"`` on ACSF1 and a 3-channel walk, often fewer, at a
             fraction of the coarse cost (docs/benchmarks/cde_coarse.md).
         cache_bytes: memory bound of the warm-start cache (see ``WarmStartCache``), per rank.
+        steps_per_observation: s, RK4 steps of the fine propagator per unit of time (K = N
+            is then ``cdeint`` with ``step_size=1/s``). On a rough path one step per
+            observation is far from the CDE's exact solution, which the coarse step tracks
+            better: a finer F is costlier but closer to G, so parareal needs fewer iterations.
         options: ``PararealOptions`` or a mapping of its fields; ``fine``/``fine_steps`` are set
             here. With ``warm_start`` and an ``index`` the start is the per-sample cache.
         **option_overrides: ``PararealOptions`` fields applied on top of ``options``.
@@ -138,6 +142,7 @@ class NeuralCDEBlock(PararealODEBlock):
         interpolation: str = "cubic",
         coarse_field: str = "increment",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        steps_per_observation: int = 1,
         options: PararealOptions | Mapping[str, Any] | None = None,
         **option_overrides: Any,
     ) -> None:
@@ -157,11 +162,15 @@ class NeuralCDEBlock(PararealODEBlock):
         if coarse_field not in CDE_COARSE_FIELDS:
             raise ValueError(f"coarse_field must be one of {tuple(CDE_COARSE_FIELDS)}, got "
                              f"{coarse_field!r}")
-        steps = (length - 1) // num_slices
-        options = dataclasses.replace(PararealOptions.create(options, **option_overrides),
-                                      num_slices=num_slices, fine="rk4", fine_steps=steps)
-        super().__init__(func, 0.0, float(steps * num_slices), options)
+        if not isinstance(steps_per_observation, int) or steps_per_observation < 1:
+            raise ValueError(f"steps_per_observation must be an integer >= 1, got "
+                             f"{steps_per_observation!r}")
         self.length, self.interpolation, self.coarse_field = length, interpolation, coarse_field
+        self.steps_per_observation = steps_per_observation
+        options = dataclasses.replace(PararealOptions.create(options, **option_overrides),
+                                      num_slices=num_slices, fine="rk4",
+                                      fine_steps=(length - 1) // num_slices * steps_per_observation)
+        super().__init__(func, 0.0, float(length - 1), options)
         self.cache = WarmStartCache(cache_bytes)
 
     def forward(
@@ -183,7 +192,8 @@ class NeuralCDEBlock(PararealODEBlock):
         options = self.options
         if options.fine != "rk4" or options.fine_steps != self._steps:
             raise ValueError(f"NeuralCDEBlock's fine propagator is rk4 with fine_steps="
-                             f"{self._steps} (one step per observation), got {options.fine} x "
+                             f"{self._steps} ({self.steps_per_observation} a unit of time), got "
+                             f"{options.fine} x "
                              f"{options.fine_steps}")
         if not (torch.is_tensor(z0) and z0.dim() == 2 and z0.shape[0] == coeffs.shape[0]):
             raise ValueError(f"z0 must be [batch, hidden] with coeffs' batch "
@@ -192,7 +202,8 @@ class NeuralCDEBlock(PararealODEBlock):
         table = path_segments(coeffs, self.interpolation, self.length).to(z0.dtype)
         self._fields = SliceFields(_PathField(self.func, table), n)
         increments, areas = chunk_log_signature(table, n, CDE_COARSE_FIELDS[self.coarse_field])
-        self._coarse_fields = _ChunkFields(self.func, increments, areas, float(self._steps))
+        self._coarse_fields = _ChunkFields(self.func, increments, areas,
+                                           float((self.length - 1) // n))
         guess, rate, cached = None, None, options.warm_start and index is not None
         if cached:
             index = torch.as_tensor(index).reshape(-1)
@@ -211,7 +222,7 @@ class NeuralCDEBlock(PararealODEBlock):
 
     @property
     def _steps(self) -> int:
-        return (self.length - 1) // self.num_slices
+        return (self.length - 1) // self.num_slices * self.steps_per_observation
 
     @property
     def _rows(self) -> range:

@@ -73,7 +73,7 @@ def derivative(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     # a stage time meant to be knot k can come out a rounding error off it (start + tau*span);
     # snap it, so that a path whose derivative jumps at knots (linear) reads torchcde's segment
     knot = t.round()
-    near = (t - knot).abs() <= min(64 * torch.finfo(t.dtype).eps * segments, 0.1)
+    near = (t - knot).abs() <= min(64 * torch.finfo(t.dtype).eps * segments, 0.05)
     t = torch.where(near, knot, t)
     index = (t.ceil() - 1).clamp(0, segments - 1)  # t in (k, k+1] reads segment k
     frac = (t - index).unsqueeze(-1)

@@ -9,6 +9,7 @@ import torchcde
 from cde_helpers import F64, CDEFunc, cdeint_final, coefficients, series
 
 from pnode_zoo.ode import BACKWARD_MODES, NeuralCDEBlock
+from pnode_zoo.ode.cde import _bracket_term
 from pnode_zoo.ode.cde_paths import chunk_log_signature, derivative, path_segments
 
 BATCH, LENGTH, CHANNELS, HIDDEN = 3, 25, 3, 4
@@ -38,6 +39,22 @@ def test_k_equals_n_reproduces_cdeint(problem, interpolation, coarse, num_slices
     with torch.no_grad():
         out = block(coeffs, z0)
     assert block.stats.forward_iters == num_slices
+    assert relative(out, reference) <= 1e-10
+
+
+@pytest.mark.parametrize("interpolation", ["cubic", "linear"])
+def test_steps_per_observation_reproduce_cdeint_with_a_finer_step(problem, interpolation):
+    func, x, z0 = problem
+    coeffs = coefficients(x, interpolation)
+    path = (torchcde.LinearInterpolation if interpolation == "linear"
+            else torchcde.CubicSpline)(coeffs)
+    reference = torchcde.cdeint(X=path, func=func, z0=z0, t=path.interval, method="rk4",
+                                options={"step_size": 1 / 3}, adjoint=False)[:, -1]
+    block = NeuralCDEBlock(func, LENGTH, 4, interpolation=interpolation, tol=0.0,
+                           steps_per_observation=3)
+    with torch.no_grad():
+        out = block(coeffs, z0)
+    assert block.options.fine_steps == 18
     assert relative(out, reference) <= 1e-10
 
 
@@ -162,7 +179,8 @@ def test_log_ode_step_is_one_order_higher_than_the_increment_step():
     [({"num_slices": 5}, "divides length - 1 = 24"),
      ({"coarse_field": "sampled"}, "coarse_field must be one of"),
      ({"interpolation": "spline"}, "interpolation must be one of"),
-     ({"length": 1}, "length must be an integer >= 2")],
+     ({"length": 1}, "length must be an integer >= 2"),
+     ({"steps_per_observation": 0}, "steps_per_observation must be an integer >= 1")],
 )
 def test_construction_errors_name_the_fix(kwargs, message):
     args = {"func": CDEFunc(HIDDEN, CHANNELS), "length": LENGTH, "num_slices": 4, **kwargs}
@@ -178,7 +196,7 @@ def test_call_errors_name_the_fix(problem):
     with pytest.raises(ValueError, match="z0 must be"):
         block(coefficients(x, "cubic"), z0[:2])
     block.options = {"num_slices": 4, "fine_steps": 3}
-    with pytest.raises(ValueError, match="fine_steps=6"):
+    with pytest.raises(ValueError, match="fine_steps=6 "):
         block(coefficients(x, "cubic"), z0)
 
 
@@ -186,3 +204,28 @@ def test_state_dict_is_the_cde_functions():
     func = CDEFunc(HIDDEN, CHANNELS)
     block = NeuralCDEBlock(func, LENGTH, 4)
     assert set(block.state_dict()) == {f"func.{k}" for k in func.state_dict()}
+
+
+class _LinearCDE(torch.nn.Module):
+    """f_j(z) = M_j z: the Lie bracket [f_i, f_j](z) = (M_j M_i - M_i M_j) z in closed form."""
+
+    def __init__(self, matrices: torch.Tensor) -> None:
+        super().__init__()
+        self.m = torch.nn.Parameter(matrices)  # [channels, hidden, hidden]
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("jhk,bk->bhj", self.m, z)
+
+
+def test_bracket_term_of_linear_fields_in_closed_form():
+    m = torch.randn(CHANNELS, HIDDEN, HIDDEN, dtype=F64)
+    func, z = _LinearCDE(m), torch.randn(5, HIDDEN, dtype=F64)
+    upper = torch.randn(5, CHANNELS, CHANNELS, dtype=F64)
+    areas = upper - upper.transpose(-1, -2)
+    got = _bracket_term(func, torch.zeros(5, dtype=F64), z, func(None, z), areas)
+    want = torch.zeros_like(z)
+    for i in range(CHANNELS):
+        for j in range(i + 1, CHANNELS):
+            bracket = m[j] @ m[i] - m[i] @ m[j]
+            want += areas[:, i, j, None] * (z @ bracket.T)
+    torch.testing.assert_close(got, want)
