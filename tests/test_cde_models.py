@@ -194,3 +194,25 @@ def test_data_length_pads_to_it_and_refuses_a_shorter_one():
         UCRDataModule("OSULeaf", length=400)
     with pytest.raises(ValueError, match="data.pad must be 'zeros' or 'last'"):
         UCRDataModule("OSULeaf", pad="edge")
+
+
+def test_steps_per_observation_refine_the_grid_of_both_twins():
+    plain, _ = twins()
+    torch.manual_seed(0)
+    shape = {"num_classes": 3, "input_shape": (2, 41), "hidden": 8, "width": 16,
+             "steps_per_observation": 3}
+    fine = create_model("ncde", **shape).double()
+    twin = create_model("ncde_parareal", **shape, parareal={"num_slices": 8, "tol": 0.0}).double()
+    fine.load_state_dict(plain.state_dict())
+    twin.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 2, 41, dtype=torch.float64).cumsum(-1) / 5
+    logits = fine(x)
+    assert fine.nfe == 4 * 3 * 40 + 1
+    path = torchcde.CubicSpline(torchcde.hermite_cubic_coefficients_with_backward_differences(
+        torch.cat([torch.linspace(0, 1, 41, dtype=torch.float64).expand(4, 41)[..., None],
+                   x.transpose(1, 2)], dim=-1)))
+    z = torchcde.cdeint(path, fine.block.func, fine.initial(path.evaluate(0.0)), path.interval,
+                        method="rk4", adjoint=False, options={"step_size": 1 / 3})
+    assert torch.allclose(logits, fine.head(z[:, -1]), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(twin(x), logits, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(plain(x), logits, rtol=1e-6)

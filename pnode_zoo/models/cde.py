@@ -5,10 +5,11 @@ continuous path X(t) (torchcde's Hermite cubic with backward differences, or lin
 interpolation, with knots at the observations t = 0, 1, ..., length - 1 and, by default, time
 rising from 0 to 1 as an extra channel), the hidden state starts at z(0) = linear(X(0)) and
 follows dz = f_θ(z) dX(t), and a linear head classifies z(length - 1). The fine grid takes one
-step per observation (torchdiffeq's ``rk4``, the 3/8 rule), so the serial solve is as long as
-the series. ``ncde`` solves it with ``torchcde.cdeint``; its twin ``ncde_parareal`` solves the
-same CDE by parareal over chunks of the series (``NeuralCDEBlock``), with the same parameters
-(the plain model's state_dict loads into the twin).
+step per observation by default (torchdiffeq's ``rk4``, the 3/8 rule; ``steps_per_observation``
+for more), so the serial solve is as long as the series. ``ncde`` solves it with
+``torchcde.cdeint``; its twin ``ncde_parareal`` solves the same CDE by parareal over chunks of
+the series (``NeuralCDEBlock``), with the same parameters (the plain model's state_dict loads
+into the twin).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def control_path(coeffs: torch.Tensor, interpolation: Interpolation) -> torchcde
 
 
 class CDEIntSolve(nn.Module):
-    """z(end) of dz = f(z) dX by ``torchcde.cdeint``: torchdiffeq's ``rk4``, one step per
+    """z(end) of dz = f(z) dX by ``torchcde.cdeint``: torchdiffeq's ``rk4``, ``steps`` steps per
     observation. ``nfe`` counts f's evaluations in the last call (torchcde evaluates f once
     more than the solver, to check shapes; the adjoint's backward adds its own).
 
@@ -101,11 +102,16 @@ class CDEIntSolve(nn.Module):
         interpolation: "hermite" or "linear": how the coefficients were made.
         adjoint: backpropagate with torchcde's continuous adjoint instead of through the
             solver's steps.
+        steps: RK4 steps per observation (step size 1/steps).
     """
 
-    def __init__(self, func: nn.Module, interpolation: Interpolation, adjoint: bool) -> None:
+    def __init__(self, func: nn.Module, interpolation: Interpolation, adjoint: bool,
+                 steps: int = 1) -> None:
         super().__init__()
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps_per_observation must be an integer >= 1, got {steps!r}")
         self.func, self.interpolation, self.adjoint = func, interpolation, adjoint
+        self.steps = steps
         self.nfe = 0
         func.register_forward_pre_hook(self._count)
 
@@ -116,7 +122,7 @@ class CDEIntSolve(nn.Module):
         path = control_path(coeffs, self.interpolation)
         self.nfe = 0
         z = torchcde.cdeint(path, self.func, z0, path.interval, adjoint=self.adjoint,
-                            method="rk4", options={"step_size": 1.0})
+                            method="rk4", options={"step_size": 1.0 / self.steps})
         return z[:, -1]
 
 
@@ -195,12 +201,13 @@ def ncde(
     time_channel: bool = True,
     interpolation: str = "hermite",
     input_scale: float = 1.0,
+    steps_per_observation: int = 1,
     adjoint: bool = False,
 ) -> NeuralCDE:
     """Neural CDE (Kidger et al. 2020) solved by ``torchcde.cdeint``: torchcde's Hermite cubic
     path (backward differences) or linear path through the observations, time as a channel,
-    torchdiffeq's ``rk4`` (3/8 rule) with one step per observation, a linear head on the final
-    hidden state.
+    torchdiffeq's ``rk4`` (3/8 rule) with one step per observation (or
+    ``steps_per_observation``), a linear head on the final hidden state.
 
     Args:
         num_classes: number of output classes.
@@ -214,12 +221,15 @@ def ncde(
             sensitivity to the series, which decides how fast parareal converges over a
             chunk (on ACSF1, K is about N at 1 and 3 to 6 at 0.1:
             docs/benchmarks/cde_coarse.md).
+        steps_per_observation: RK4 steps per observation (cdeint's step size 1/s): a finer,
+            costlier solve, closer to the exact CDE.
         adjoint: backpropagate with torchcde's continuous adjoint (torchcde's default)
             instead of through the solver's steps (the exact gradient; memory grows with the
             series' length).
     """
     field = cde_field(input_shape, hidden, width, depth, time_channel, interpolation)
-    block = CDEIntSolve(field, interpolation, adjoint)  # type: ignore[arg-type]
+    block = CDEIntSolve(field, interpolation, adjoint,  # type: ignore[arg-type]
+                        steps_per_observation)
     return NeuralCDE(block, num_classes, input_shape[0], time_channel,
                      interpolation, input_scale)  # type: ignore[arg-type]
 
@@ -234,13 +244,15 @@ def ncde_parareal(
     time_channel: bool = True,
     interpolation: str = "hermite",
     input_scale: float = 1.0,
+    steps_per_observation: int = 1,
     coarse_field: str = "increment",
     cache_mib: float = 64.0,
     parareal: PararealOptions | Mapping[str, Any] | None = None,
 ) -> NeuralCDE:
     """``ncde`` solved by parareal over chunks of the series (``NeuralCDEBlock``): the fine
-    propagator is ``ncde``'s rk4 step per observation, so at K = N the twin is ``ncde``; the
-    coarse one takes one step per chunk. Same parameters as ``ncde``.
+    propagator is ``ncde``'s rk4 steps, so at K = N the twin is ``ncde`` (with the same
+    ``steps_per_observation``); the coarse one takes one step per chunk (``parareal.coarse``,
+    ``coarse_steps``). Same parameters as ``ncde``.
 
     Args:
         num_classes: number of output classes.
@@ -255,6 +267,8 @@ def ncde_parareal(
             sensitivity to the series, which decides how fast parareal converges over a
             chunk (on ACSF1, K is about N at 1 and 3 to 6 at 0.1:
             docs/benchmarks/cde_coarse.md).
+        steps_per_observation: RK4 steps per observation (cdeint's step size 1/s): a finer,
+            costlier solve, closer to the exact CDE.
         coarse_field: the coarse step's field over a chunk: "increment" (the chunk's increment
             alone) or "log_ode" (increment and Lévy area: a depth-2 log-ODE step).
         cache_mib: memory bound of the warm-start cache, MiB (per rank).
@@ -268,7 +282,8 @@ def ncde_parareal(
     block = NeuralCDEBlock(
         field, int(input_shape[1]), options.num_slices or 1,
         interpolation="cubic" if interpolation == "hermite" else "linear",
-        coarse_field=coarse_field, cache_bytes=int(cache_mib * 2**20), options=options,
+        coarse_field=coarse_field, steps_per_observation=steps_per_observation,
+        cache_bytes=int(cache_mib * 2**20), options=options,
     )
     return NeuralCDE(block, num_classes, input_shape[0], time_channel,
                      interpolation, input_scale)  # type: ignore[arg-type]
