@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 
 .PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches device-check \
-	cde-coarse
+	cde-coarse ncde-steps
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e '.[dev]'
 lint:
@@ -33,3 +33,6 @@ device-check:
 # Parareal iterations K of the neural CDE per coarse propagator and fine step, ACSF1 and a walk (about 10 minutes).
 cde-coarse:
 	$(PY) benchmarks/cde_coarse.py
+# Training steps of the parareal NCDE (warm start on, off) against cdeint, ACSF1 and OSULeaf (about 5 minutes).
+ncde-steps:
+	$(PY) benchmarks/ncde_steps.py

@@ -11,7 +11,7 @@ from pnode_zoo.data.images import FASHION_MNIST_SYSTEM_DIR
 CONFIGS = sorted(REPO.glob("configs/**/*.yaml"))
 SHORT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
          "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
-         "--trainer.logger=false"]
+         "--trainer.logger=false", "--trainer.num_sanity_val_steps=0"]
 
 
 def needs_missing_files(config: Path) -> str | None:
@@ -24,7 +24,7 @@ def needs_missing_files(config: Path) -> str | None:
 def test_there_are_configs_for_every_task():
     tasks = {config.parent.name for config in CONFIGS}
     assert {"digits", "fashion_mnist", "gunpoint", "italy_power_demand", "basic_motions",
-            "lotka_volterra", "lynx"} <= tasks
+            "lotka_volterra", "lynx", "acsf1", "osuleaf", "japanese_vowels"} <= tasks
 
 
 @pytest.mark.slow

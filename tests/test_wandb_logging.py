@@ -40,6 +40,9 @@ CLASSIFIER = ["fit", "--config", str(REPO / "configs/digits/node_parareal.yaml")
 TRAJECTORY = ["fit", "--config", str(REPO / "configs/lotka_volterra/node_parareal.yaml"), *SHORT,
               "--data.init_args.num_points=120", "--data.init_args.horizon=4"]
 TIME_PARALLEL = [*CLASSIFIER, "--trainer.strategy=time_parallel", "--trainer.devices=2"]
+# 27 training series (val_fraction 0.9): 2 batches, every series seen once per epoch
+CDE = ["fit", "--config", str(REPO / "configs/japanese_vowels/ncde_parareal.yaml"), *SHORT,
+       "--data.init_args.val_fraction=0.9"]
 
 
 class Fit:
@@ -85,6 +88,11 @@ def trajectory(pnode, tmp_path_factory) -> Fit:
 @pytest.fixture(scope="module")
 def two_ranks(pnode, tmp_path_factory) -> Fit:
     return Fit(pnode, tmp_path_factory.mktemp("two_ranks"), TIME_PARALLEL)
+
+
+@pytest.fixture(scope="module")
+def cde(pnode, tmp_path_factory) -> Fit:
+    return Fit(pnode, tmp_path_factory.mktemp("cde"), CDE)
 
 
 def _reference_block() -> PararealStats:
@@ -186,6 +194,17 @@ def test_config_holds_the_parareal_options_and_the_command_line(classifier: Fit)
     assert config["cli"]["trainer"]["logger"]["init_args"]["log_model"] is False  # offline
 
 
+def test_neural_cde_logs_k_and_the_warm_start_cache_hit_rate(cde: Fit) -> None:
+    run = cde.run
+    # epoch 0 meets every training series for the first time, epoch 1 finds all in the cache
+    assert run.values(panels.CACHE_HIT_RATE) == [0, 0, 1, 1]
+    assert run.values(panels.EPOCH_CACHE_HIT_RATE) == [0, 1]
+    iterations = run.values(panels.FORWARD_ITERS)
+    assert len(iterations) == 4 and all(1 <= k <= 4 for k in iterations)  # N = 4 chunks
+    assert run.values(panels.FORWARD_ITERS_MEDIAN) == [
+        statistics.median(iterations[:2]), statistics.median(iterations[2:])]
+
+
 def test_trajectory_run_logs_forecasts(trajectory: Fit) -> None:
     run = trajectory.run
     assert len(trajectory.media("val/forecast")) == EPOCHS
@@ -235,14 +254,16 @@ def _panel_keys(panel: dict) -> list[str]:
 
 
 def test_every_dashboard_panel_names_a_logged_key(pnode, tmp_path: Path, classifier: Fit,
-                                                  trajectory: Fit, two_ranks: Fit) -> None:
+                                                  trajectory: Fit, two_ranks: Fit,
+                                                  cde: Fit) -> None:
     result = pnode(["dashboard", "--entity", "someone", "--project", "pnode_zoo",
                       "--output", "board.json"], tmp_path, {"WANDB_MODE": None})
     assert result.returncode == 0, result.stderr
     assert "W&B: no API key found, so the workspace was not created" in result.stdout
     definition = json.loads((tmp_path / "board.json").read_text())
     assert definition["entity"] == "someone" and definition["project"] == "pnode_zoo"
-    logged = classifier.run.keys() | trajectory.run.keys() | two_ranks.run.keys()
+    logged = (classifier.run.keys() | trajectory.run.keys() | two_ranks.run.keys()
+              | cde.run.keys())
     sections = definition["spec"]["section"]["panelBankConfig"]["sections"]
     assert [s["name"] for s in sections] == list(panels.SECTIONS)
     count = 0

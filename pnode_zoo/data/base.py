@@ -136,8 +136,17 @@ def check_split(split: str, dataset: Dataset, input_shape: tuple[int, ...]) -> N
                 )
 
 
-def tensor_dataset(inputs: np.ndarray, labels: np.ndarray) -> TensorDataset:
-    """A float32 input / int64 label TensorDataset."""
-    return TensorDataset(
-        torch.as_tensor(inputs, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
-    )
+def tensor_dataset(inputs: np.ndarray, labels: np.ndarray,
+                   index: np.ndarray | None = None) -> TensorDataset:
+    """A float32 input / int64 label TensorDataset, with an int64 third tensor if ``index``.
+
+    Args:
+        inputs: the samples.
+        labels: their labels.
+        index: each sample's key (e.g. its position in the source data), or None.
+    """
+    tensors = [torch.as_tensor(inputs, dtype=torch.float32),
+               torch.as_tensor(labels, dtype=torch.long)]
+    if index is not None:
+        tensors.append(torch.as_tensor(index, dtype=torch.long))
+    return TensorDataset(*tensors)

@@ -87,11 +87,20 @@ def standardise(series: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nda
     return (series - mean) / np.where(std > 0, std, 1.0)
 
 
-def pad_to(series: list[np.ndarray], length: int) -> np.ndarray:
-    """Stack series [channels, length_i] into [n, channels, length], zero-padded at the end."""
+def pad_to(series: list[np.ndarray], length: int,
+           pad: Literal["zeros", "last"] = "zeros") -> np.ndarray:
+    """Stack series [channels, length_i] into [n, channels, length], padded at the end.
+
+    Args:
+        series: the series, each [channels, length_i] with length_i <= length.
+        length: the common length.
+        pad: "zeros", or "last": repeat each series' last observation.
+    """
     out = np.zeros((len(series), series[0].shape[0], length))
     for i, one in enumerate(series):
         out[i, :, : one.shape[1]] = one
+        if pad == "last":
+            out[i, :, one.shape[1]:] = one[:, -1:]
     return out
 
 
@@ -101,7 +110,8 @@ class UCRDataModule(TensorDataModule):
     A validation split is carved out of the official training set (seeded; stratified where
     every class has at least two samples). Labels are encoded as the positions of the sorted
     training labels. Sets of unequal length (JapaneseVowels, PLAID) are normalised on each
-    series' own length, then zero-padded at the end to the longest series of train and test.
+    series' own length, then padded at the end to the longest series of train and test
+    (or to ``length``).
 
     Args:
         name: the set, e.g. GunPoint, ItalyPowerDemand, BasicMotions (an unknown name lists
@@ -116,6 +126,16 @@ class UCRDataModule(TensorDataModule):
             convention); "channel": z-normalise each channel with training-split statistics
             (keeps amplitude differences between series); "none".
         num_workers: loader worker processes (0: load in the main process).
+        pad: how a shorter series is padded: "zeros", or "last" (its last observation
+            repeated: the path a neural CDE reads then stops moving, so the padding changes
+            no state that is driven by the series alone).
+        length: pad every series to this length (None: the longest series'), e.g. a length L
+            with L - 1 a multiple of N, so that a parareal neural CDE cuts the series into N
+            chunks of whole steps.
+        with_index: batches are (inputs, labels, index), index [batch] the sample's position
+            in the set: in the official training file, or the training file's size plus its
+            position in the test file (unique over all splits, e.g. to key a per-sample
+            cache).
     """
 
     def __init__(
@@ -127,10 +147,17 @@ class UCRDataModule(TensorDataModule):
         val_fraction: float = 0.1,
         normalise: Literal["series", "channel", "none"] = "series",
         num_workers: int = 0,
+        pad: Literal["zeros", "last"] = "zeros",
+        length: int | None = None,
+        with_index: bool = False,
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
         if not 0 < val_fraction < 1:
             raise UserInputError(f"data.val_fraction must lie in (0, 1), got {val_fraction}")
+        if pad not in ("zeros", "last"):
+            raise UserInputError(f"data.pad must be 'zeros' or 'last', got {pad!r}")
+        self.pad = pad
+        self.with_index = with_index
         self.name = name
         self.path = path
         self.val_fraction = val_fraction
@@ -149,18 +176,26 @@ class UCRDataModule(TensorDataModule):
         self.test_labels = self.encoder.transform(test_labels)
         self.classes: list[str] = [str(label) for label in self.encoder.classes_]
         self.num_classes = len(self.classes)
-        self.length = max(s.shape[1] for s in self.train_series + self.test_series)
+        longest = max(s.shape[1] for s in self.train_series + self.test_series)
+        if length is not None and (not isinstance(length, int) or length < longest):
+            raise UserInputError(f"data.length must be at least the longest series of {name!r} "
+                             f"({longest}), got {length!r}")
+        self.length = longest if length is None else length
         self.input_shape = (self.train_series[0].shape[0], self.length)
 
     def build_splits(self) -> dict[str, Dataset]:
         train, val = stratified_split(self.train_labels, self.val_fraction, self.seed)
-        self.indices = {"train": train, "val": val, "test": np.arange(len(self.test_labels))}
-        train_series = self.normalised(self.train_series, train)
-        test_series = self.normalised(self.test_series, train)
+        test = np.arange(len(self.test_labels))
+        self.indices = {"train": train, "val": val, "test": test}
+        series = {"train": self.normalised(self.train_series, train),
+                  "test": self.normalised(self.test_series, train)}
+        sources = {"train": ("train", train), "val": ("train", val), "test": ("test", test)}
+        offset = {"train": 0, "test": len(self.train_labels)}
+        labels = {"train": self.train_labels, "test": self.test_labels}
         return {
-            "train": tensor_dataset(train_series[train], self.train_labels[train]),
-            "val": tensor_dataset(train_series[val], self.train_labels[val]),
-            "test": tensor_dataset(test_series, self.test_labels),
+            split: tensor_dataset(series[source][rows], labels[source][rows],
+                                  offset[source] + rows if self.with_index else None)
+            for split, (source, rows) in sources.items()
         }
 
     def normalised(self, series: list[np.ndarray], train: np.ndarray) -> np.ndarray:
@@ -178,4 +213,4 @@ class UCRDataModule(TensorDataModule):
             series = [standardise(one, mean, std) for one in series]
             self.preprocessing.update(mean=mean.ravel().tolist(),
                                       std=np.where(std > 0, std, 1.0).ravel().tolist())
-        return pad_to(series, self.length)
+        return pad_to(series, self.length, self.pad)

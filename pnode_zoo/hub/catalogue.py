@@ -64,6 +64,9 @@ DATASETS: dict[str, tuple[str, str]] = {
     "gun_point": UCR,
     "italy_power_demand": UCR,
     "basic_motions": UEA,
+    "acsf1": UCR,
+    "osuleaf": UCR,
+    "japanese_vowels": UEA,
     "lotka_volterra": ("MIT (simulated by pnode_zoo)", "pnode_zoo's LotkaVolterraDataModule"),
     "lynx": ("as bundled with sktime (BSD-3-Clause)", "C. Elton, M. Nicholson, The ten-year "
              "cycle in numbers of the lynx in Canada, J. Anim. Ecol. 11(2), 1942"),

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode.cde_cache import WarmStartCache
 from pnode_zoo.ode.cde_paths import INTERPOLATIONS, chunk_log_signature, derivative, path_segments
 from pnode_zoo.ode.options import PararealOptions
@@ -149,21 +150,21 @@ class NeuralCDEBlock(PararealODEBlock):
         if not isinstance(func, nn.Module):
             raise ValueError(f"func must be an nn.Module f(t, z), got {type(func).__name__}")
         if not isinstance(length, int) or length < 2:
-            raise ValueError(f"length must be an integer >= 2 (observations), got {length!r}")
+            raise UserInputError(f"length must be an integer >= 2 (observations), got {length!r}")
         if not isinstance(num_slices, int) or num_slices < 1 or (length - 1) % num_slices:
-            raise ValueError(
+            raise UserInputError(
                 f"num_slices must be an integer >= 1 that divides length - 1 = {length - 1} "
                 f"(chunks of whole steps), got {num_slices!r}; pad the series (e.g. repeat its "
                 f"last observation) to a length whose L - 1 it divides"
             )
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got "
+            raise UserInputError(f"interpolation must be one of {INTERPOLATIONS}, got "
                              f"{interpolation!r}")
         if coarse_field not in CDE_COARSE_FIELDS:
-            raise ValueError(f"coarse_field must be one of {tuple(CDE_COARSE_FIELDS)}, got "
+            raise UserInputError(f"coarse_field must be one of {tuple(CDE_COARSE_FIELDS)}, got "
                              f"{coarse_field!r}")
         if not isinstance(steps_per_observation, int) or steps_per_observation < 1:
-            raise ValueError(f"steps_per_observation must be an integer >= 1, got "
+            raise UserInputError(f"steps_per_observation must be an integer >= 1, got "
                              f"{steps_per_observation!r}")
         self.length, self.interpolation, self.coarse_field = length, interpolation, coarse_field
         self.steps_per_observation = steps_per_observation
@@ -191,7 +192,7 @@ class NeuralCDEBlock(PararealODEBlock):
         """
         options = self.options
         if options.fine != "rk4" or options.fine_steps != self._steps:
-            raise ValueError(f"NeuralCDEBlock's fine propagator is rk4 with fine_steps="
+            raise UserInputError(f"NeuralCDEBlock's fine propagator is rk4 with fine_steps="
                              f"{self._steps} ({self.steps_per_observation} a unit of time), got "
                              f"{options.fine} x "
                              f"{options.fine_steps}")

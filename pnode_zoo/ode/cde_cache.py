@@ -6,6 +6,8 @@ from collections import OrderedDict
 
 import torch
 
+from pnode_zoo.errors import UserInputError
+
 
 class WarmStartCache:
     """Boundary states [rows, *state] of each sample, keyed by the sample's index in its data
@@ -27,7 +29,7 @@ class WarmStartCache:
 
     def __init__(self, max_bytes: int) -> None:
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
-            raise ValueError(f"cache_bytes must be an integer >= 0, got {max_bytes!r}")
+            raise UserInputError(f"cache_bytes must be an integer >= 0, got {max_bytes!r}")
         self.max_bytes = max_bytes
         self._slots: OrderedDict[int, int] = OrderedDict()
         self._store: torch.Tensor | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,10 +61,19 @@ class Classifier(Task):
         self.confusion = nn.ModuleDict(
             {split: MulticlassConfusionMatrix(num_classes) for split in ("val", "test")}
         )
+        self.takes_index = "index" in inspect.signature(self.net.forward).parameters
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
-        inputs, labels = batch
-        logits = self(inputs)
+    def logits(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The network's logits for a batch (inputs, labels) or (inputs, labels, index); the
+        index (each sample's key in its data set) goes to networks whose forward takes one."""
+        inputs, _, *index = batch
+        if index and self.takes_index:
+            return self.net(inputs, index=index[0])
+        return self(inputs)
+
+    def _step(self, batch: Sequence[torch.Tensor], split: str) -> torch.Tensor:
+        labels = batch[1]
+        logits = self.logits(batch)
         loss = self.loss(logits, labels)
         accuracy = self.accuracy[f"{split}_acc"]
         accuracy(logits, labels)
@@ -76,13 +86,13 @@ class Classifier(Task):
         self.log_nfe(split)
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int):
         return self._step(batch, "train")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int):
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int):
         self._step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
@@ -97,11 +107,10 @@ class Classifier(Task):
         name = {"val": "validation", "test": "test"}[split]
         return {CONFUSION_MATRIX: confusion_figure(matrix, f"{name} confusion matrix")}
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor],
+    def predict_step(self, batch: Sequence[torch.Tensor],
                      batch_idx: int) -> dict[str, torch.Tensor]:
-        inputs, labels = batch
-        probability, prediction = self(inputs).softmax(dim=-1).max(dim=-1)
-        return {"target": labels, "prediction": prediction, "probability": probability}
+        probability, prediction = self.logits(batch).softmax(dim=-1).max(dim=-1)
+        return {"target": batch[1], "prediction": prediction, "probability": probability}
 
     def prediction_rows(self, outputs: list[dict[str, torch.Tensor]],
                         datamodule: Any) -> list[dict[str, Any]]:

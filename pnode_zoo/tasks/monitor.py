@@ -6,7 +6,9 @@
   the tolerance was met, at the logging interval from the last call; per training epoch, means
   per call of f evaluations (total and on the forward's critical path), Newton iterations and
   linear solves, how many calls ``max_iters`` stopped short of ``tol`` (also said in one line
-  per epoch), and the residual after each iteration as a table and a picture.
+  per epoch), the median K of rank 0's calls, and the residual after each iteration as a table
+  and a picture. Blocks with a warm-start cache (``NeuralCDEBlock``): its hit rate per step and
+  per epoch.
 - ``time_parallel/`` (under ``TimeParallelStrategy``): every rank's fine, coarse,
   communication and wait seconds per step, the forward's speed-up over an estimated serial
   solve and the modelled one, and a picture of one step's timeline on every rank.
@@ -48,6 +50,7 @@ FIELDS = (
     "forward_coarse_nfe",    # of which the coarse sweep's
     "serial_units",          # f units of the serial fine solve (cost model)
     "missed", "val_calls", "val_missed",
+    "cache_hits", "cache_lookups",  # of warm-start caches (NeuralCDEBlock)
 )
 
 
@@ -71,6 +74,8 @@ class RunMonitor(pl.Callback):
         self._started: dict[int, float] = {}
         self._forward: dict[int, tuple[PararealStats, float, float, int]] = {}
         self._last: list[PararealStats] = []
+        self._cache_before: dict[int, tuple[int, int]] = {}
+        self._step_cache = [0, 0]  # hits, look-ups of the training step's calls
         self._reset_epoch()
         self._test = [0, 0]
         self._lr: float | None = None
@@ -104,6 +109,9 @@ class RunMonitor(pl.Callback):
     def _make_pre_hook(self, index: int):
         def pre_hook(block: PararealODEBlock, args: Any) -> None:
             self._started[index] = time.perf_counter()
+            cache = getattr(block, "cache", None)
+            if cache is not None:
+                self._cache_before[index] = (cache.hits, cache.lookups)
         return pre_hook
 
     def _make_post_hook(self, index: int):
@@ -121,6 +129,10 @@ class RunMonitor(pl.Callback):
                 seconds = time.perf_counter() - self._started.pop(index, time.perf_counter())
                 self._forward[index] = (stats, seconds, stats.time_fine, stats.nfe_coarse)
                 self._sums["missed"] += missed
+                if index in self._cache_before:
+                    hits, lookups = self._cache_before.pop(index)
+                    self._step_cache[0] += block.cache.hits - hits
+                    self._step_cache[1] += block.cache.lookups - lookups
             elif stage == "val":
                 self._sums["val_calls"] += 1
                 self._sums["val_missed"] += missed
@@ -138,6 +150,7 @@ class RunMonitor(pl.Callback):
         self._epoch_start = time.perf_counter()
         self._epoch_stop = self._epoch_start
         self._samples = 0
+        self._iterations: list[int] = []  # K of every training call, this rank
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
@@ -157,7 +170,12 @@ class RunMonitor(pl.Callback):
             metrics = {} if self._lr is None else {panels.LEARNING_RATE: self._lr}
             if calls:
                 metrics.update(self._step_metrics(self._last))
+            if self._step_cache[1]:
+                metrics[panels.CACHE_HIT_RATE] = self._step_cache[0] / self._step_cache[1]
             self._log(trainer, metrics)
+        self._sums["cache_hits"] += self._step_cache[0]
+        self._sums["cache_lookups"] += self._step_cache[1]
+        self._step_cache = [0, 0]
 
     def _add(self, stats: PararealStats, seconds: float, fine_seconds: float,
              coarse_nfe: int) -> None:
@@ -166,6 +184,7 @@ class RunMonitor(pl.Callback):
         for name in FIELDS[1:11]:
             sums[name] += getattr(stats, name)
         sums["calls"] += 1
+        self._iterations.append(stats.forward_iters)
         sums["forward_seconds"] += seconds
         sums["forward_fine_seconds"] += fine_seconds
         sums["forward_units"] += stats.critical_path_nfe(1, "forward")
@@ -218,6 +237,7 @@ class RunMonitor(pl.Callback):
             vector = torch.tensor([self._sums[f] for f in FIELDS], dtype=torch.float64)
             rows = trainer.strategy.all_gather(vector.to(pl_module.device)).reshape(-1, len(FIELDS))
             metrics.update(self._epoch_metrics(rows.cpu(), ranks))
+            metrics[panels.FORWARD_ITERS_MEDIAN] = statistics.median(self._iterations)
             if ranks > 1 and self._plots_now(trainer):
                 timelines = self._gather_timelines(trainer)
         if not trainer.is_global_zero:
@@ -256,6 +276,9 @@ class RunMonitor(pl.Callback):
             panels.MISSED_TOL: float(column["missed"].sum()) / ranks,
             panels.VAL_MISSED_TOL: float(column["val_missed"].sum()) / ranks,
         }
+        lookups = float(column["cache_lookups"].sum())
+        if lookups:
+            metrics[panels.EPOCH_CACHE_HIT_RATE] = float(column["cache_hits"].sum()) / lookups
         group = {name: values[:ranks] for name, values in column.items()}
         coarse = group["forward_coarse_nfe"]
         fine_units = group["forward_units"] - coarse

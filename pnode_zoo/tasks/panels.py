@@ -18,6 +18,7 @@ BACKWARD_ITERS = "parareal/backward_iters"
 FORWARD_RESIDUAL = "parareal/forward_residual"
 BACKWARD_RESIDUAL = "parareal/backward_residual"
 CONVERGED = "parareal/converged"
+CACHE_HIT_RATE = "parareal/cache_hit_rate"  # warm-start cache (NeuralCDEBlock): hits / look-ups
 # ... and means per call over each training epoch (f evaluations summed over a time group's
 # ranks; the critical path is the forward's, in units of one f on one slice's batch)
 NFE = "parareal/nfe"
@@ -29,6 +30,8 @@ LINEAR_SOLVES = "parareal/linear_solves"
 MISSED_TOL = "parareal/missed_tol"  # calls per epoch that max_iters stopped short of tol
 VAL_MISSED_TOL = "parareal/val_missed_tol"
 TEST_MISSED_TOL = "parareal/test_missed_tol"
+FORWARD_ITERS_MEDIAN = "parareal/epoch_forward_iters_median"  # K over rank 0's training calls
+EPOCH_CACHE_HIT_RATE = "parareal/epoch_cache_hit_rate"
 RESIDUALS = "parareal/residuals"  # table: one row per iteration, per epoch
 RESIDUALS_PLOT = "parareal/residuals_plot"  # picture: residual against iteration per epoch
 
@@ -102,7 +105,8 @@ SECTIONS: dict[str, tuple[Panel, ...]] = {
     "parareal": (
         Panel("residual against iteration, per epoch", (RESIDUALS_PLOT,), "image"),
         Panel("residual per iteration (table)", (RESIDUALS,), "table"),
-        Panel("parareal iterations", (FORWARD_ITERS, BACKWARD_ITERS)),
+        Panel("parareal iterations", (FORWARD_ITERS, BACKWARD_ITERS, FORWARD_ITERS_MEDIAN)),
+        Panel("warm-start cache hit rate", (CACHE_HIT_RATE, EPOCH_CACHE_HIT_RATE)),
         Panel("final residual", (FORWARD_RESIDUAL, BACKWARD_RESIDUAL), log_y=True),
         Panel("tolerance met (1) or missed (0)", (CONVERGED,)),
         Panel("calls that missed the tolerance, per epoch",
