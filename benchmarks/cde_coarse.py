@@ -23,7 +23,6 @@ of one call are recorded for scale only.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 
@@ -173,7 +172,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tasks", nargs="+", default=TASKS,
@@ -186,10 +185,11 @@ def main() -> None:
         parser.error(f"--tasks: give DATA:SCALE:STEPS triples, e.g. ACSF1:0.1:2, got {args.tasks}")
     if any(name not in DATA for name, _, _ in tasks):
         parser.error(f"--tasks: data must be one of {', '.join(DATA)}, got {args.tasks}")
+    env = _common.environment("1 thread", args.allow_dirty)
     torch.set_num_threads(1)
     rows = [row for data, scale, steps in tasks for seed in range(args.seeds)
             for row in measure(seed, data, scale, steps, args.batch)]
-    result = {"environment": _common.environment("1 thread"), "seeds": args.seeds,
+    result = {"environment": env, "seeds": args.seeds,
               "batch": args.batch, "tol": TOL, "num_slices": SLICES, "rows": rows}
     print(_common.write_results(NAME, result, markdown(result)).read_text())
 

@@ -16,7 +16,6 @@ reported.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -114,12 +113,13 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", default=["acsf1", "osuleaf"])
     args = parser.parse_args()
+    env = _common.environment("1 thread", args.allow_dirty)
     torch.set_num_threads(1)
-    result = {"environment": _common.environment("1 thread"), "epochs": args.epochs,
+    result = {"environment": env, "epochs": args.epochs,
               "tasks": [run_task(task, args.epochs) for task in args.tasks]}
     print(_common.write_results(NAME, result, markdown(result)).read_text())
 

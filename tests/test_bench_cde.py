@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_cde_coarse_script_at_toy_size(tmp_path):
     env = {**os.environ, "PNODE_BENCH_OUT": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    args = ["--seeds", "1", "--batch", "2", "--tasks", "ACSF1:0.03:2"]
+    args = ["--seeds", "1", "--batch", "2", "--tasks", "ACSF1:0.03:2", "--allow-dirty"]
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cde_coarse.py"), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

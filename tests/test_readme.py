@@ -46,7 +46,7 @@ def blocks(language: str) -> list[str]:
 
 def bash_commands() -> list[str]:
     """Each command of the ```bash blocks: continuation lines joined, ``&&`` chains split,
-    comments dropped."""
+    comments dropped; a command that two pages give is listed (and run) once."""
     commands = []
     for block in blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
@@ -55,7 +55,7 @@ def bash_commands() -> list[str]:
                 end = words.index("&&") if "&&" in words else len(words)
                 commands.append(shlex.join(words[:end]))
                 words = words[end + 1:]
-    return commands
+    return list(dict.fromkeys(commands))
 
 
 def _argv(command: str) -> list[str] | None:

@@ -231,6 +231,17 @@ class TimeGroup:
             while self.timers.pending:
                 self.timers.pending.pop().wait()
 
+    def settle_sends(self) -> None:
+        """On a failed call: let the sends still in flight complete, a few seconds each at
+        most, errors ignored (the call's failure is the one to report). A send torn down
+        mid-transfer when its process group is destroyed aborts the process (gloo's "terminate
+        called without an active exception"); after an agreed failure the receivers have
+        posted their receives, so the sends complete."""
+        while self.timers.pending:
+            work = self.timers.pending.pop()
+            with suppress(Exception):
+                work.wait(timedelta(seconds=5))
+
     def recv_prev(self, like: torch.Tensor) -> torch.Tensor:
         """A boundary state (shaped like ``like``) from the rank owning the previous chunk."""
         out = torch.empty_like(like, memory_format=torch.contiguous_format)

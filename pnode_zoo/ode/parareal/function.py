@@ -129,10 +129,12 @@ def _recording(problem: Problem) -> Iterator[None]:
         yield
         group.wait_sends()
     except RankFailed:
+        group.settle_sends()
         raise
     except Exception as exc:
         if exc is not group.timers.failure:
             group.fail(exc)
+        group.settle_sends()
         raise
     finally:
         group.timers.log = None
