@@ -59,6 +59,19 @@ def cli_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     return run
 
 
+#: The files that take longest (a minute or more of a 2-core run each), started first: CI hands
+#: whole files to the workers (``--dist loadfile``) in collection order, so a long file that
+#: starts last keeps one worker busy after the other has finished.
+LONGEST_FIRST = ("test_readme.py", "test_launch.py", "test_resume.py", "test_cli.py",
+                 "test_hub.py", "test_predict.py", "test_failure.py", "test_wandb_logging.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of ``LONGEST_FIRST`` first, in that order; every file's tests keep theirs."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """``skipif`` marks whose reason says "files absent" go through ``missing_data``."""
