@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_cde_coarse_script_at_toy_size(tmp_path):
     env = {**os.environ, "PNODE_BENCH_OUT": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    args = ["--seeds", "1", "--batch", "2", "--tasks", "ACSF1:0.03:2", "--allow-dirty"]
+    args = ["--seeds", "1", "--batch", "2", "--tasks", "walk3:0.1:1", "--allow-dirty"]
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cde_coarse.py"), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -30,5 +30,5 @@ def test_cde_coarse_script_at_toy_size(tmp_path):
         assert row["error_cold"] <= 10 * result["tol"]
         assert row["errors_at_k"][0] > row["errors_at_k"][2]
     text = (tmp_path / "cde_coarse.md").read_text()
-    assert "| ACSF1 | 0.03 | 2 | log_ode | euler |" in text
+    assert "| walk3 | 0.1 | 1 | log_ode | euler |" in text
     assert "Command: `python benchmarks/cde_coarse.py" in text

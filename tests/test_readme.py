@@ -97,8 +97,20 @@ def test_ci_runs_the_readmes_test_commands_as_written() -> None:
             assert command in ci, f"README command {command!r} is not a line of .ci/run"
 
 
+def _in_this_process(argv: list[str]) -> bool:
+    """Whether the command runs in the test's process: one that trains or evaluates writes a
+    run directory and a W&B run that stay this process's until it exits, so those (and
+    torchrun's) get a process of their own."""
+    subcommand = argv[3:4]
+    return argv[1:3] == ["-m", "pnode_zoo"] and not (
+        subcommand and subcommand[0] in TRAINING and argv[-len(SHORTEN):] == SHORTEN)
+
+
 @pytest.mark.slow
-def test_every_readme_command_runs(tmp_path: Path) -> None:
+def test_every_readme_command_runs(tmp_path: Path, cli_here) -> None:
+    """Commands that neither train nor evaluate run in this process (``cli_here``: the same
+    ``main`` that ``python -m pnode_zoo`` calls, without the seconds of imports a process
+    costs each)."""
     (tmp_path / "configs").symlink_to(REPO / "configs")
     env = cli_env(tmp_path)
     ran = 0
@@ -106,8 +118,11 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
         argv = _argv(command)
         if argv is None:
             continue
-        result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=TIMEOUT)
+        if _in_this_process(argv):
+            result = cli_here(argv[3:])
+        else:
+            result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                    timeout=TIMEOUT)
         assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
         assert "Traceback" not in result.stderr, f"{command}\n{result.stderr[-3000:]}"
         ran += 1

@@ -156,7 +156,7 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
 def test_a_lost_rank_ends_the_job_within_the_timeout(tmp_path: Path, signum: int) -> None:
     """Rank 1 killed (its peer sees the closed connection) or hung (the gloo timeout fires)."""
-    timeout = 20  # the collective timeout; start-up has its own, generous one
+    timeout = 10  # the collective timeout; start-up has its own, generous one
     args = [*FIT, "--trainer.strategy=TimeParallelStrategy", "--trainer.devices=2",
             f"--trainer.strategy.timeout={timeout}", "--trainer.max_epochs=1000",
             "--trainer.limit_train_batches=50"]
