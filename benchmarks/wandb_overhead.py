@@ -34,7 +34,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from pnode_zoo.data import DigitsDataModule
 from pnode_zoo.tasks import Classifier
-from pnode_zoo.tasks.monitor import RunMonitor
+from pnode_zoo.training.monitor import RunMonitor
 
 NAME = "wandb_overhead"
 CONFIG = _common.ROOT / "configs" / "digits" / "node_parareal.yaml"

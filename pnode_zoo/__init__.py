@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it (imported on first access)
 _LAZY = {
-    "create_model": "pnode_zoo.models",
+    "create_model": "pnode_zoo.hub",
     "list_models": "pnode_zoo.models",
     "list_pretrained": "pnode_zoo.hub",
     "load_pretrained": "pnode_zoo.hub",

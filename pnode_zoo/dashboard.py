@@ -1,6 +1,6 @@
 """``python -m pnode_zoo dashboard``: the W&B workspace of pnode_zoo's panels, defined as code.
 
-One W&B section per section of ``pnode_zoo.tasks.panels.SECTIONS`` and one panel per ``Panel``
+One W&B section per section of ``pnode_zoo.training.panels.SECTIONS`` and one panel per ``Panel``
 (built with ``wandb-workspaces``). With a W&B API key it saves the workspace in ENTITY/PROJECT
 and prints its address; offline (no key, or ``WANDB_MODE`` offline or disabled) it writes the
 workspace's definition as JSON and says so.
@@ -43,7 +43,7 @@ def workspace(entity: str, project: str, name: str) -> Any:
     except ImportError as err:
         raise UserInputError(
             "the dashboard needs wandb-workspaces: pip install 'pnode_zoo[dashboard]'") from err
-    from pnode_zoo.tasks.panels import SECTIONS, Panel
+    from pnode_zoo.training.panels import SECTIONS, Panel
 
     def build(panel: Panel) -> Any:
         if panel.kind == "image":

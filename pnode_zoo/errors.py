@@ -8,6 +8,8 @@ one line and exit status 2. Any other exception is a bug, reported with its trac
 
 from __future__ import annotations
 
+__all__ = ["UserInputError"]
+
 
 class UserInputError(ValueError):
     """A mistake in what the user asked for; reported as one line and exit status 2."""

@@ -37,7 +37,7 @@ from pnode_zoo.distributed.strategy import check_before_launch  # also registers
 from pnode_zoo.hub.classes import resolve_class
 from pnode_zoo.suggest import did_you_mean
 from pnode_zoo.tasks.base import Task
-from pnode_zoo.tasks.checkpoints import (
+from pnode_zoo.training.checkpoints import (
     AtomicCheckpointIO,
     RandomStateCheckpoint,
     best_and_last,
@@ -45,9 +45,9 @@ from pnode_zoo.tasks.checkpoints import (
     last_only,
     read_checkpoint,
 )
-from pnode_zoo.tasks.finite import StopOnNonFinite, training_position
-from pnode_zoo.tasks.monitor import RunMonitor
-from pnode_zoo.tasks.predictions import PredictionWriter
+from pnode_zoo.training.finite import StopOnNonFinite, training_position
+from pnode_zoo.training.monitor import RunMonitor
+from pnode_zoo.training.predictions import PredictionWriter
 
 RUN_ROOT = "runs"
 DEFAULT_DATA = "pnode_zoo.data.DigitsDataModule"

@@ -28,10 +28,24 @@ import time
 from pathlib import Path
 
 from pnode_zoo.errors import UserInputError
-from pnode_zoo.tasks.checkpoints import BEST_PREFIX
+
+__all__ = [
+    "BEST_PREFIX",
+    "CHECKPOINTS",
+    "CONFIG",
+    "LAST",
+    "LOCK",
+    "create_run_dir",
+    "find_checkpoint",
+    "is_run_dir",
+    "lock_run_dir",
+    "new_run_id",
+    "run_dir_of_checkpoint",
+]
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
+BEST_PREFIX = "best-"  # best-<epoch>-<metric><value>.ckpt (training.checkpoints.best_and_last)
 CONFIG = "config.yaml"
 LOCK = ".lock"
 

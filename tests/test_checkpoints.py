@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from pnode_zoo.tasks.checkpoints import (
+from pnode_zoo.training.checkpoints import (
     AtomicCheckpointIO,
     RandomStateCheckpoint,
     check_fits,
@@ -47,7 +47,7 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint(tmp_path: Path, mom
     }[moment]
     script = (
         "import os, signal, sys, torch\n"
-        "from pnode_zoo.tasks.checkpoints import AtomicCheckpointIO\n"
+        "from pnode_zoo.training.checkpoints import AtomicCheckpointIO\n"
         f"{patch}\n"
         "checkpoint = {'state_dict': {'weight': torch.full((3, 2), 2.0)}, 'epoch': 2}\n"
         "AtomicCheckpointIO().save_checkpoint(checkpoint, sys.argv[1])\n"

@@ -9,7 +9,7 @@ from clitools import read_metrics, run_dirs
 from pnode_zoo.cli import REPORT
 from pnode_zoo.data import UCRDataModule
 from pnode_zoo.lightning_cli import quiet
-from pnode_zoo.tasks import panels
+from pnode_zoo.training import panels
 
 FAST = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
         "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2"]

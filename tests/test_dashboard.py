@@ -12,7 +12,7 @@ import wandb_workspaces.workspaces as ws
 
 from pnode_zoo import dashboard
 from pnode_zoo.cli import UserInputError
-from pnode_zoo.tasks import panels
+from pnode_zoo.training import panels
 
 
 def test_rank_patterns_match_every_rank_and_nothing_else():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from matplotlib.colors import to_hex
 
-from pnode_zoo.tasks.figures import (
+from pnode_zoo.training.figures import (
     TIMELINE_COLORS,
     confusion_figure,
     residual_figure,

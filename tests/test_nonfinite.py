@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pnode_zoo.tasks.finite import StopOnNonFinite
+from pnode_zoo.training.finite import StopOnNonFinite
 
 BAD_BATCH = 3
 

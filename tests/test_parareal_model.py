@@ -9,7 +9,7 @@ import torch
 import pnode_zoo
 from pnode_zoo.data import DigitsDataModule
 from pnode_zoo.tasks import Classifier
-from pnode_zoo.tasks.callbacks import PararealSchedule
+from pnode_zoo.training.callbacks import PararealSchedule
 
 PAIRS = {  # plain model and options, parareal model and options on the same grid, one input
     "image": ("odenet", {"steps": 4}, "odenet_parareal", {}, (3, 1, 8, 8)),

@@ -129,3 +129,18 @@ def test_trajectory_predictions_have_one_row_per_window_step_and_component() -> 
                                                                  components - 1)
     assert last["time"] == pytest.approx(data.times[-1])
     assert last["target"] == pytest.approx(float(batch[1][-1, -1, -1]), abs=1e-6)
+
+
+def test_a_sharded_predict_is_told_by_its_sampler() -> None:
+    """``PredictionWriter`` writes one file per rank only when Lightning gave the predict loader
+    a distributed sampler: in the loader, or (as Lightning does for predictions) in its batch
+    sampler."""
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
+
+    from pnode_zoo.training.predictions import _sharded
+
+    data = TensorDataset(torch.zeros(8, 2))
+    shard = DistributedSampler(data, num_replicas=2, rank=0)
+    assert not _sharded(DataLoader(data, batch_size=2))
+    assert _sharded(DataLoader(data, batch_size=2, sampler=shard))
+    assert _sharded([DataLoader(data, batch_sampler=BatchSampler(shard, 2, drop_last=False))])

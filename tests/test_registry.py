@@ -76,3 +76,11 @@ def test_odeint_block_rejects_bad_arguments():
         ODEBlock(Decay(), t0=1.0, t1=1.0)
     with pytest.raises(ValueError, match="unknown ODE method 'rk5'.*dopri5"):
         ODEBlock(Decay(), method="rk5")
+
+
+def test_the_registry_sends_pretrained_names_to_the_hub() -> None:
+    from pnode_zoo.models import create_model
+
+    with pytest.raises(ValueError, match=r"pretrained names \(<architecture>.<data>\) go to "
+                                         r"pnode_zoo.create_model"):
+        create_model("odenet.digits")

@@ -13,7 +13,7 @@ from clitools import TIMEOUT, read_metrics, run_dirs, start_cli
 
 from pnode_zoo import runs
 from pnode_zoo.errors import UserInputError
-from pnode_zoo.tasks import panels
+from pnode_zoo.training import panels
 
 
 def test_run_directories_made_in_the_same_second_differ(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from clitools import REPO
 from pnode_zoo.data import ForecastDataModule, LotkaVolterraDataModule
 from pnode_zoo.data.trajectories import lotka_volterra
 from pnode_zoo.tasks import TrajectoryRegressor
-from pnode_zoo.tasks.monitor import RunMonitor
+from pnode_zoo.training.monitor import RunMonitor
 
 
 def test_lotka_volterra_generator_follows_its_vector_field():

@@ -23,7 +23,7 @@ from wandb_offline import OfflineRun, read_run
 
 from pnode_zoo import create_model
 from pnode_zoo.ode import MLPVectorField, PararealODEBlock, PararealStats
-from pnode_zoo.tasks import panels
+from pnode_zoo.training import panels
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pnode_zoo.errors import UserInputError
 
+__all__ = ["TensorDataModule", "check_split", "stratified_split", "tensor_dataset"]
+
 
 def stratified_split(
     labels: np.ndarray, fraction: float | int, seed: int

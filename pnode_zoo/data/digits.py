@@ -8,6 +8,8 @@ from torch.utils.data import Dataset
 from pnode_zoo.data.base import TensorDataModule, stratified_split, tensor_dataset
 from pnode_zoo.errors import UserInputError
 
+__all__ = ["DigitsDataModule"]
+
 
 class DigitsDataModule(TensorDataModule):
     """1797 8x8 grey-scale digits, split train/val/test by a fixed seeded stratified split.

@@ -19,6 +19,17 @@ from torchvision.transforms import v2
 from pnode_zoo.data.base import TensorDataModule, stratified_split
 from pnode_zoo.errors import UserInputError
 
+__all__ = [
+    "CIFAR10DataModule",
+    "FASHION_MNIST_SYSTEM_DIR",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "ImageTensorDataset",
+    "MNISTDataModule",
+    "channel_statistics",
+    "read_idx",
+]
+
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's package
 
 

@@ -32,6 +32,13 @@ from torch.utils.data import Dataset, TensorDataset
 from pnode_zoo.data.base import TensorDataModule
 from pnode_zoo.errors import UserInputError
 
+__all__ = [
+    "ForecastDataModule",
+    "LotkaVolterraDataModule",
+    "TrajectoryDataModule",
+    "lotka_volterra",
+]
+
 
 class TrajectoryDataModule(TensorDataModule):
     """Forecasting windows of one series ``self.series`` [T, D] (set by the subclass).

@@ -18,6 +18,15 @@ from pnode_zoo.data.base import TensorDataModule, stratified_split, tensor_datas
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.suggest import did_you_mean
 
+__all__ = [
+    "UCRDataModule",
+    "bundled_ucr_names",
+    "load_ucr_split",
+    "pad_to",
+    "sktime_data_dir",
+    "standardise",
+]
+
 
 def sktime_data_dir() -> Path:
     """sktime's folder of bundled data sets (found without importing sktime, which is slow)."""

@@ -4,7 +4,7 @@
 without Lightning); ``TimeParallelStrategy`` loads Lightning on first access. Importing
 ``pnode_zoo.distributed.strategy`` registers the strategy names ``time_parallel`` (popen
 launcher) and ``time_parallel_spawn``. Per-rank timings are logged by
-``pnode_zoo.tasks.monitor.RunMonitor``.
+``pnode_zoo.training.monitor.RunMonitor``.
 """
 
 from __future__ import annotations

@@ -44,6 +44,15 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.profiler import record_function
 
+__all__ = [
+    "RankFailed",
+    "TimeGroup",
+    "Timers",
+    "clock",
+    "create_groups",
+    "synchronised_timers",
+]
+
 T = TypeVar("T")
 
 

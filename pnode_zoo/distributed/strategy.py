@@ -44,18 +44,23 @@ from datetime import timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
+import torch.distributed as dist
 from lightning_fabric.plugins.environments import TorchElasticEnvironment
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
-from pytorch_lightning.strategies.launchers import (
-    _MultiProcessingLauncher,
-    _SubprocessScriptLauncher,
-)
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
-from torch.distributed import distributed_c10d
 
 from pnode_zoo.distributed.communicator import TimeGroup, create_groups
 from pnode_zoo.errors import UserInputError
+
+__all__ = [
+    "CheckedLaunch",
+    "TimeParallelBlock",
+    "TimeParallelStrategy",
+    "check_before_launch",
+    "cross_node_warning",
+    "time_parallel_blocks",
+]
 
 
 @runtime_checkable
@@ -118,8 +123,12 @@ class TimeParallelStrategy(DDPStrategy):
                 f"timeout and startup_timeout must be positive numbers of seconds, got {timeout} "
                 f"and {startup_timeout}"
             )
-        super().__init__(timeout=timedelta(seconds=timeout), start_method=start_method, **kwargs)
-        self.startup_timeout = timedelta(seconds=max(timeout, startup_timeout))
+        # Lightning gives the world group one timeout, for the rendezvous and every later
+        # collective: the generous one; ``setup_distributed`` then bounds the collectives.
+        startup = timedelta(seconds=max(timeout, startup_timeout))
+        super().__init__(timeout=startup, start_method=start_method, **kwargs)
+        self.startup_timeout = startup
+        self.collective_timeout = timedelta(seconds=timeout)
         self.time_parallel_size = time_parallel_size
         self.time_group: TimeGroup | None = None
 
@@ -161,14 +170,13 @@ class TimeParallelStrategy(DDPStrategy):
                 )
 
     def _configure_launcher(self) -> None:
-        if self._start_method == "popen":
-            launcher = _CheckedSubprocessLauncher(
-                self.cluster_environment, self.num_processes, self.num_nodes
-            )
-        else:
-            launcher = _CheckedMultiProcessingLauncher(self, start_method=self._start_method)
-        launcher.time_strategy = self
-        self._launcher = launcher
+        # The one hook where a strategy's launcher is made (Lightning's accelerator connector
+        # calls it; its own strategies override it): Lightning makes its launcher, and its
+        # ``launch`` first checks the layout, before any rank starts. The launcher keeps its
+        # class, which Lightning's trainer and prediction loop test with isinstance.
+        super()._configure_launcher()
+        if self.launcher is not None:
+            self.launcher.launch = CheckedLaunch(self, self.launcher)
 
     def setup_environment(self) -> None:
         if self.root_device.type == "cuda":  # a failed peer aborts NCCL collectives
@@ -176,15 +184,9 @@ class TimeParallelStrategy(DDPStrategy):
         super().setup_environment()
 
     def setup_distributed(self) -> None:
-        # Lightning initialises the world with one timeout for the rendezvous and every later
-        # collective: start with the generous one, then bound the collectives by `timeout`.
-        collective, self._timeout = self._timeout, self.startup_timeout
-        try:
-            super().setup_distributed()
-        finally:
-            self._timeout = collective
-        distributed_c10d.set_timeout(collective)
-        self.time_group, data_group = create_groups(self.time_size, collective)
+        super().setup_distributed()  # the world group, with the startup timeout
+        dist.set_timeout(self.collective_timeout)
+        self.time_group, data_group = create_groups(self.time_size, self.collective_timeout)
         # DDP averages over the data dimension only. Lightning passes its constructor's extra
         # kwargs (kept in the private `_ddp_kwargs`) to DistributedDataParallel and has no
         # public way to give it a group made after construction; test_strategy fails if that
@@ -198,7 +200,7 @@ class TimeParallelStrategy(DDPStrategy):
         # DDP broadcasts the initial weights within each data group only: make the time
         # groups' replicas equal first (rank 0's weights everywhere), as world-wide DDP would.
         for tensor in self.model.state_dict().values():
-            distributed_c10d.broadcast(tensor, 0)
+            dist.broadcast(tensor, 0)
         super().configure_ddp()
 
     def setup(self, trainer: pl.Trainer) -> None:
@@ -206,7 +208,11 @@ class TimeParallelStrategy(DDPStrategy):
         group = self.time_group if self.time_size > 1 else None
         for block in time_parallel_blocks(self.lightning_module):
             block.time_group = group
-        if self.world == self.time_size:  # one data group: keep the data module's sampler
+        if self.world == self.time_size:
+            # One data group: keep the data module's sampler (a one-process run's batches).
+            # Lightning reads Trainer(use_distributed_sampler=...) only from its private
+            # accelerator connector, and a strategy has no public way to set it;
+            # test_private_apis fails if the attribute goes.
             trainer._accelerator_connector.use_distributed_sampler = False
         super().setup(trainer)
 
@@ -220,7 +226,7 @@ class TimeParallelStrategy(DDPStrategy):
         print(
             f"time_parallel: rank {self.global_rank} of {self.world} stops on "
             f"{type(exception).__name__}: {exception} (a rank that raises stops the others at "
-            f"once, one killed or hung within the {self._timeout} collective timeout)",
+            f"once, one killed or hung within the {self.collective_timeout} collective timeout)",
             file=sys.stderr,
         )
 
@@ -240,24 +246,25 @@ class TimeParallelStrategy(DDPStrategy):
                 )
 
 
-class _CheckFirst:
-    """Launcher mix-in: ``TimeParallelStrategy.check`` on the model before any rank starts."""
+class CheckedLaunch:
+    """A launcher's ``launch`` that runs ``TimeParallelStrategy.check`` on the model first.
 
-    time_strategy: TimeParallelStrategy
+    A picklable object, not a closure: the spawn launcher pickles the trainer, and with it the
+    strategy and its launcher.
 
-    def launch(self, function: Any, *args: Any, trainer: pl.Trainer | None = None,
-               **kwargs: Any) -> Any:
-        if self.time_strategy.lightning_module is not None:
-            self.time_strategy.check(self.time_strategy.lightning_module)
-        return super().launch(function, *args, trainer=trainer, **kwargs)
+    Args:
+        strategy: the strategy whose layout to check.
+        launcher: the launcher whose class's ``launch`` then starts the ranks.
+    """
 
+    def __init__(self, strategy: TimeParallelStrategy, launcher: Any) -> None:
+        self.strategy = strategy
+        self.launcher = launcher
 
-class _CheckedSubprocessLauncher(_CheckFirst, _SubprocessScriptLauncher):
-    """Lightning's popen launcher, checking first."""
-
-
-class _CheckedMultiProcessingLauncher(_CheckFirst, _MultiProcessingLauncher):
-    """Lightning's spawn launcher, checking first."""
+    def __call__(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.strategy.lightning_module is not None:
+            self.strategy.check(self.strategy.lightning_module)
+        return type(self.launcher).launch(self.launcher, function, *args, **kwargs)
 
 
 def check_before_launch(trainer: pl.Trainer, model: nn.Module) -> None:

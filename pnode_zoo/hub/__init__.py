@@ -9,6 +9,7 @@ read the shareable directory layout (``config.json`` + ``model.safetensors`` + `
 
 from pnode_zoo.hub.card import ModelCard, Preprocessing, create_transform
 from pnode_zoo.hub.store import (
+    create_model,
     from_pretrained,
     list_pretrained,
     load_pretrained,
@@ -19,6 +20,7 @@ from pnode_zoo.hub.store import (
 __all__ = [
     "ModelCard",
     "Preprocessing",
+    "create_model",
     "create_transform",
     "from_pretrained",
     "list_pretrained",

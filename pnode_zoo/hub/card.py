@@ -4,7 +4,7 @@ A card is stored as ``config.json`` beside its ``model.safetensors``, the layout
 Face Hub repository, with ``SHA256SUMS`` (``sha256sum``'s format) covering both, so a directory
 of the three is all it takes to share a model. A card is data: it names the zoo's own task and
 data module by class path and the network by registry name, and nothing else is built from it
-(``hub.classes``).
+(``check_names``, ``hub.classes``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,59 @@ import torch
 
 from pnode_zoo.errors import UserInputError
 
+__all__ = [
+    "CARD_FILE",
+    "MANIFEST_FILE",
+    "ModelCard",
+    "PACKAGE",
+    "Preprocessing",
+    "WEIGHTS_FILE",
+    "check_manifest",
+    "check_names",
+    "create_transform",
+    "file_sha256",
+    "read_manifest",
+    "write_manifest",
+]
+
 CARD_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "SHA256SUMS"  # `sha256sum -c SHA256SUMS` checks a directory by hand
+PACKAGE = __name__.partition(".")[0]  # the only package whose classes a card may name
+
+
+def _nested(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(place, class path) of every mapping with a ``class_path`` inside ``value``."""
+    if isinstance(value, dict):
+        if "class_path" in value:
+            yield where, str(value["class_path"])
+        for key, item in value.items():
+            yield from _nested(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _nested(item, f"{where}[{index}]")
+
+
+def check_names(spec: Any, where: str) -> str:
+    """The class path of ``spec`` (``{"class_path": ..., "init_args": ...}``) if it may name one
+    of the zoo's classes; UserInputError otherwise. Imports nothing.
+
+    Args:
+        spec: a card's ``task`` or ``data`` entry, or a run config's ``data``.
+        where: what holds it, for messages (e.g. "the card of odenet.digits's task").
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        raise UserInputError(f"{where} is not a mapping with a class_path; it was not loaded")
+    class_path = spec["class_path"]
+    if "." in class_path and class_path.partition(".")[0] != PACKAGE:  # a bare name is looked up
+        raise UserInputError(f"{where} names the class {class_path!r}, which is not one of "
+                             f"{PACKAGE}'s tasks or data modules; it was not imported")
+    nested = next(_nested(spec.get("init_args") or {}, "init_args"), None)
+    if nested is not None:
+        raise UserInputError(f"{where} names the class {nested[1]!r} in its {nested[0]}; only the "
+                             "task and data module themselves are named by class, so it was not "
+                             "imported")
+    return class_path
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+__all__ = ["CONFIGS", "DATASETS", "LEFT_OUT", "UCR", "UEA"]
+
 #: pretrained name -> config file (relative to the repository), in the README's order
 CONFIGS: dict[str, str] = {
     "odenet_parareal.digits": "configs/digits/node_parareal.yaml",

@@ -5,50 +5,18 @@ from. Their class paths are looked up in a table built from the public classes o
 ``pnode_zoo.tasks`` and ``pnode_zoo.data``, never imported by name, so a card that names
 ``os.system`` (or a module that runs code when imported) is refused before anything of it
 loads. Networks are built by registry name (``models.create_model``), never by class path.
+The check that imports nothing, ``check_names``, is the card's (``hub.card``); this module
+sits above the tasks, whose classes it lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from pnode_zoo.errors import UserInputError
+from pnode_zoo.hub.card import PACKAGE, check_names
 
-PACKAGE = __name__.partition(".")[0]
-
-
-def _nested(value: Any, where: str) -> Iterator[tuple[str, str]]:
-    """(place, class path) of every mapping with a ``class_path`` inside ``value``."""
-    if isinstance(value, dict):
-        if "class_path" in value:
-            yield where, str(value["class_path"])
-        for key, item in value.items():
-            yield from _nested(item, f"{where}.{key}")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield from _nested(item, f"{where}[{index}]")
-
-
-def check_names(spec: Any, where: str) -> str:
-    """The class path of ``spec`` (``{"class_path": ..., "init_args": ...}``) if it may name one
-    of the zoo's classes; UserInputError otherwise. Imports nothing.
-
-    Args:
-        spec: a card's ``task`` or ``data`` entry, or a run config's ``data``.
-        where: what holds it, for messages (e.g. "the card of odenet.digits's task").
-    """
-    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
-        raise UserInputError(f"{where} is not a mapping with a class_path; it was not loaded")
-    class_path = spec["class_path"]
-    if "." in class_path and class_path.partition(".")[0] != PACKAGE:  # a bare name is looked up
-        raise UserInputError(f"{where} names the class {class_path!r}, which is not one of "
-                             f"{PACKAGE}'s tasks or data modules; it was not imported")
-    nested = next(_nested(spec.get("init_args") or {}, "init_args"), None)
-    if nested is not None:
-        raise UserInputError(f"{where} names the class {nested[1]!r} in its {nested[0]}; only the "
-                             "task and data module themselves are named by class, so it was not "
-                             "imported")
-    return class_path
+__all__ = ["project_classes", "resolve_class"]
 
 
 def project_classes(kind: str) -> dict[str, type]:

@@ -1,6 +1,6 @@
 """Lightning checkpoint -> card + safetensors, and the evaluation that measures a card's metric.
 
-A checkpoint is read with ``weights_only=True`` (``tasks.checkpoints.read_checkpoint``); its run
+A checkpoint is read with ``weights_only=True`` (``training.checkpoints.read_checkpoint``); its run
 directory's ``config.yaml`` says which data it was trained on. Both are data: the task and data
 module they name are looked up among the zoo's own (``hub.classes``), never imported by name.
 The test metric written on the card is measured on the exported weights themselves, so
@@ -30,7 +30,20 @@ from pnode_zoo.hub.classes import resolve_class
 from pnode_zoo.hub.store import pretrained_card, save_pretrained
 from pnode_zoo.models import create_model, model_entry
 from pnode_zoo.tasks.base import Task
-from pnode_zoo.tasks.checkpoints import read_checkpoint
+from pnode_zoo.training.checkpoints import read_checkpoint
+
+__all__ = [
+    "METRIC_RTOL",
+    "REPO",
+    "build_data",
+    "build_task",
+    "dataset_name",
+    "evaluate",
+    "export_checkpoint",
+    "git_commit",
+    "network_of",
+    "reproduces",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -30,6 +30,8 @@ from pnode_zoo.hub.export import REPO, export_checkpoint, git_commit
 from pnode_zoo.hub.store import WEIGHTS_DIR
 from pnode_zoo.hub.table import write_readme
 
+__all__ = ["main", "regenerate", "trained_checkpoint"]
+
 
 def trained_checkpoint(root: Path) -> Path:
     """The checkpoint ``fit`` tested in the one run under ``root``: ``final-*`` or ``best-*``."""

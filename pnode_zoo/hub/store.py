@@ -1,7 +1,7 @@
 """Finding, verifying and loading pretrained weights: by name, from a directory or a URL.
 
 A directory's ``SHA256SUMS`` is checked before its card is read, the card may name only the
-zoo's own task and data module (``hub.classes``; nothing is built from it here but the
+zoo's own task and data module (``hub.card.check_names``; nothing is built from it here but the
 registered network), and the weights are read only as safetensors, after their size and
 sha256 match their card, so no file on this path can run code. Remote weights are downloaded
 on first use (never at import) into torch's hub cache, ``torch.hub.get_dir()/pnode_zoo/``, and
@@ -29,13 +29,35 @@ from pnode_zoo.hub.card import (
     WEIGHTS_FILE,
     ModelCard,
     check_manifest,
+    check_names,
     file_sha256,
     read_manifest,
     write_manifest,
 )
-from pnode_zoo.hub.classes import check_names
-from pnode_zoo.models.registry import create_model
+from pnode_zoo.models import registry
 from pnode_zoo.suggest import did_you_mean
+
+__all__ = [
+    "PICKLE_MAGIC",
+    "WEIGHTS_DIR",
+    "check_card",
+    "classifier_layer",
+    "create_model",
+    "create_pretrained",
+    "from_pretrained",
+    "list_pretrained",
+    "load_pretrained",
+    "load_weights",
+    "pretrained_card",
+    "read_card",
+    "read_weights",
+    "refuse_pickle",
+    "resolve",
+    "save_pretrained",
+    "shipped",
+    "verify",
+    "weights_path",
+]
 
 #: the weights that ship with the package, one directory per name
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -77,7 +99,7 @@ def read_card(directory: str | Path) -> ModelCard:
 
 
 def check_card(card: ModelCard) -> ModelCard:
-    """``card`` if its task and data name only the zoo's classes (``hub.classes.check_names``);
+    """``card`` if its task and data name only the zoo's classes (``hub.card.check_names``);
     UserInputError naming the class otherwise. Imports nothing.
 
     Args:
@@ -277,6 +299,22 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], card: ModelCa
                     "pretrained", card.name, head, list(expected[replaced[0]].shape)[0], classes)
 
 
+def create_model(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
+    """Build the registered model ``name``, or a pretrained name's, with the given options.
+
+    Args:
+        name: a registered model name (see ``list_models()``), or a pretrained name
+            ``<architecture>.<data>`` (see ``list_pretrained()``), which builds the
+            architecture with that card's options.
+        pretrained: load pretrained weights (of ``name``, or of the architecture's first
+            pretrained name).
+        **kwargs: options of that model; unknown ones raise ValueError listing the valid ones.
+    """
+    if pretrained or "." in name:
+        return create_pretrained(name, pretrained, **kwargs)
+    return registry.create_model(name, **kwargs)
+
+
 def create_pretrained(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
     """A model of a pretrained name's architecture and options, with its weights if asked.
 
@@ -296,7 +334,7 @@ def create_pretrained(name: str, pretrained: bool = False, **kwargs: object) -> 
                                  f"{', '.join(list_pretrained()) or 'none'}")
         name = names[0]
     card = pretrained_card(name)
-    model = create_model(card.arch, **{**card.arch_args, **kwargs})
+    model = registry.create_model(card.arch, **{**card.arch_args, **kwargs})
     if pretrained:
         _, path = resolve(name)
         load_weights(model, read_weights(card, path), card, new_head="num_classes" in kwargs)
@@ -312,7 +350,7 @@ def load_pretrained(source: str | Path) -> tuple[nn.Module, ModelCard]:
             once into ``torch.hub.get_dir()``.
     """
     card, path = resolve(source)
-    model = create_model(card.arch, **card.arch_args)
+    model = registry.create_model(card.arch, **card.arch_args)
     load_weights(model, read_weights(card, path), card)
     return model.eval(), card
 

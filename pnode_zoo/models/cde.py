@@ -28,6 +28,20 @@ from pnode_zoo.models.common import parareal_options
 from pnode_zoo.models.registry import register_model
 from pnode_zoo.ode import NeuralCDEBlock, PararealOptions
 
+__all__ = [
+    "CDEField",
+    "CDEIntSolve",
+    "INTERPOLATIONS",
+    "Interpolation",
+    "NeuralCDE",
+    "cde_field",
+    "check_interpolation",
+    "control_path",
+    "ncde",
+    "ncde_parareal",
+    "path_coefficients",
+]
+
 Interpolation = Literal["hermite", "linear"]
 INTERPOLATIONS = ("hermite", "linear")
 

@@ -11,6 +11,8 @@ from torch import nn
 
 from pnode_zoo.ode import PararealODEBlock, PararealOptions
 
+__all__ = ["StemBlockHead", "ZOO_PARAREAL", "parareal_block", "parareal_options"]
+
 
 class StemBlockHead(nn.Module):
     """stem -> block -> head; ``nfe`` reports the block's evaluations of f (None for ResNets).

@@ -18,6 +18,8 @@ from pnode_zoo.models.common import StemBlockHead, parareal_block
 from pnode_zoo.models.registry import register_model
 from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealOptions, group_norm
 
+__all__ = ["ResidualStack", "image_head", "image_stem", "odenet", "odenet_parareal", "resnet"]
+
 
 def image_stem(in_channels: int, width: int, downsample: int) -> nn.Sequential:
     """A 3x3 convolution to ``width`` channels, then ``downsample`` stride-2 4x4 convolutions."""

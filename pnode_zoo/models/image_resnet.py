@@ -13,6 +13,8 @@ from torch import nn
 from pnode_zoo.models.common import StemBlockHead
 from pnode_zoo.models.registry import register_model
 
+__all__ = ["resnet18"]
+
 
 @register_model
 def resnet18(num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32)) -> StemBlockHead:

@@ -15,6 +15,8 @@ from torch import nn
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.suggest import did_you_mean
 
+__all__ = ["KINDS", "ModelFn", "create_model", "list_models", "model_entry", "register_model"]
+
 ModelFn = Callable[..., nn.Module]
 KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
 _MODELS: dict[str, ModelFn] = {}
@@ -47,25 +49,20 @@ def model_entry(name: str) -> ModelFn:
         raise UserInputError(
             f"unknown model {name!r}{did_you_mean(name, _MODELS)}; known models: "
             f"{', '.join(list_models())}"
+            + ("; pretrained names (<architecture>.<data>) go to pnode_zoo.create_model"
+               if "." in name else "")
         )
     return _MODELS[name]
 
 
-def create_model(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
-    """Build the registered model ``name`` with the given options.
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build the registered model ``name`` with the given options (``pnode_zoo.create_model``
+    also takes pretrained names).
 
     Args:
-        name: a registered model name (see ``list_models()``), or a pretrained name
-            ``<architecture>.<data>`` (see ``pnode_zoo.list_pretrained()``), which builds the
-            architecture with that card's options.
-        pretrained: load pretrained weights (of ``name``, or of the architecture's first
-            pretrained name).
+        name: a registered model name (see ``list_models()``).
         **kwargs: options of that model; unknown ones raise ValueError listing the valid ones.
     """
-    if pretrained or "." in name:
-        from pnode_zoo.hub.store import create_pretrained  # lazy: the hub layer sits above
-
-        return create_pretrained(name, pretrained, **kwargs)
     fn = model_entry(name)
     accepted = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(accepted))

@@ -21,6 +21,19 @@ from pnode_zoo.models.common import StemBlockHead, parareal_block
 from pnode_zoo.models.registry import register_model
 from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealOptions, group_norm
 
+__all__ = [
+    "ResidualBlock1d",
+    "conv_bn_relu",
+    "fcn",
+    "odenet1d",
+    "odenet1d_parareal",
+    "pooling_head",
+    "resnet1d",
+    "same_conv",
+    "series_head",
+    "series_stem",
+]
+
 
 def same_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
     """A length-keeping convolution: (k-1)//2 zeros left, k//2 right (Keras's 'same')."""

@@ -29,6 +29,16 @@ from pnode_zoo.ode import (
     PararealOptions,
 )
 
+__all__ = [
+    "TrajectoryGRU",
+    "TrajectoryNODE",
+    "check_gaps",
+    "forecast_interval",
+    "trajectory_gru",
+    "trajectory_node",
+    "trajectory_node_parareal",
+]
+
 
 class TrajectoryNODE(nn.Module):
     """Latest observation (plus ``augment`` dims encoded from the history) -> ODE block -> forecast.

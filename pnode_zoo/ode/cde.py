@@ -28,6 +28,8 @@ from pnode_zoo.ode.propagators import Work
 from pnode_zoo.ode.slices import SliceFields
 from pnode_zoo.ode.vector_fields import _time_per_sample
 
+__all__ = ["CDE_COARSE_FIELDS", "DEFAULT_CACHE_BYTES", "NeuralCDEBlock"]
+
 #: Coarse propagators by name, with the log-signature depth each one reads.
 CDE_COARSE_FIELDS = {"log_ode": 2, "increment": 1}
 DEFAULT_CACHE_BYTES = 64 * 2**20

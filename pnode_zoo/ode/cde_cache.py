@@ -8,6 +8,8 @@ import torch
 
 from pnode_zoo.errors import UserInputError
 
+__all__ = ["WarmStartCache"]
+
 
 class WarmStartCache:
     """Boundary states [rows, *state] of each sample, keyed by the sample's index in its data

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["INTERPOLATIONS", "chunk_log_signature", "derivative", "path_segments"]
+
 INTERPOLATIONS = ("cubic", "linear")
 
 #: A_ij of a segment Y(s) = sum_k p_k s^k on [0, 1] is sum_kl M_kl p_k^i p_l^j with

@@ -25,6 +25,8 @@ from torch.func import vjp, vmap
 if TYPE_CHECKING:
     from pnode_zoo.ode.propagators import Work
 
+__all__ = ["Field", "theta_method"]
+
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

@@ -21,6 +21,8 @@ from torch import nn
 
 from pnode_zoo.ode.vector_fields import _time_per_sample
 
+__all__ = ["IrregularTimeField", "knot_slopes"]
+
 
 def knot_slopes(gaps: torch.Tensor) -> torch.Tensor:
     """dt/ds at the H + 1 knots of the monotone cubic through gaps [batch, H] (Fritsch-Butland:

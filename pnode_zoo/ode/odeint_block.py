@@ -9,6 +9,8 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 from pnode_zoo.errors import UserInputError
 
+__all__ = ["FIXED_GRID_METHODS", "ODEBlock"]
+
 FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams",
                       "implicit_adams")
 

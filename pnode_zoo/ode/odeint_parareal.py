@@ -17,6 +17,8 @@ from pnode_zoo.ode.stats import PararealStats
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
 
+__all__ = ["odeint_parareal"]
+
 
 def odeint_parareal(
     func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Sequence[nn.Module],

@@ -17,6 +17,8 @@ from typing import Any
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode.propagators import Propagator
 
+__all__ = ["BACKWARD_MODES", "PararealOptions"]
+
 #: Gradient modes, each exact for what it claims (see ``PararealOptions.backward``).
 BACKWARD_MODES = ("unrolled", "fine_adjoint", "parareal_adjoint")
 _RENAMED = {"serial": "fine_adjoint", "parareal": "parareal_adjoint"}

@@ -20,6 +20,8 @@ from pnode_zoo.ode.stats import PararealStats
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
 
+__all__ = ["PararealODEBlock"]
+
 
 class PararealODEBlock(nn.Module):
     """Solve dx/dt = f(t, x) over [t0, t1] by parareal on ``num_slices`` uniform time slices.

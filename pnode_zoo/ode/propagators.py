@@ -19,6 +19,8 @@ from torchdiffeq import odeint
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode.implicit import theta_method
 
+__all__ = ["Method", "Propagator", "SOLVERS", "SliceField", "Tableau", "Work"]
+
 SliceField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

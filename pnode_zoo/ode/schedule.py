@@ -33,6 +33,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+__all__ = ["CommCosts", "Schedule", "SliceCosts", "modelled_time"]
+
 #: bytes of one residual (float64) in the max-all-reduce
 _RESIDUAL_BYTES = 8
 

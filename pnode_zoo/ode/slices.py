@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+__all__ = ["Field", "SliceFields", "Stacked", "select"]
+
 #: Per-slice parameters and buffers, each stacked along a new first (slice) dimension.
 Stacked = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

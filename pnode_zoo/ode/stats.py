@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from pnode_zoo.ode.propagators import Work
 
+__all__ = ["PHASES", "PararealStats"]
+
 PHASES = ("forward", "backward")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["ConcatConv", "ConvVectorField", "MLPVectorField", "group_norm"]
+
 
 def _time_per_sample(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     """Broadcast a scalar or per-sample time to shape [batch] on x's device and dtype."""

@@ -1,4 +1,4 @@
-"""LightningModules (what to compute) and callbacks of the training loop."""
+"""LightningModules: what to compute, the loss, metrics, optimiser and logging of each task."""
 
 from pnode_zoo.tasks.classification import Classifier
 from pnode_zoo.tasks.trajectory import TrajectoryRegressor

@@ -12,7 +12,9 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from pnode_zoo.errors import UserInputError
-from pnode_zoo.models import create_model
+from pnode_zoo.hub import create_model
+
+__all__ = ["Task"]
 
 
 class Task(pl.LightningModule):
@@ -81,8 +83,11 @@ class Task(pl.LightningModule):
         # loaded a checkpoint into it; converting here, before the load, keeps float64
         # weights exact when a run resumes (the conversion is idempotent). `load_from_checkpoint`
         # calls this hook too, outside any Trainer: nothing to convert then.
-        if self._trainer is not None:
-            self.trainer.precision_plugin.convert_module(self)
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer
+            return
+        trainer.precision_plugin.convert_module(self)
 
     def figures(self, split: str) -> dict[str, Figure]:
         """Pictures of the ``split`` ("val" or "test") epoch that just ended, by name.

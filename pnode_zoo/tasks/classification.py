@@ -13,8 +13,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.tasks.base import Task
-from pnode_zoo.tasks.figures import confusion_figure
-from pnode_zoo.tasks.panels import CONFUSION_MATRIX
+from pnode_zoo.training.figures import confusion_figure
+from pnode_zoo.training.panels import CONFUSION_MATRIX
+
+__all__ = ["Classifier"]
 
 
 class Classifier(Task):

@@ -13,8 +13,10 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.tasks.base import Task
-from pnode_zoo.tasks.checkpoints import best_and_last
-from pnode_zoo.tasks.panels import FORECAST
+from pnode_zoo.training.checkpoints import best_and_last
+from pnode_zoo.training.panels import FORECAST
+
+__all__ = ["Batch", "TrajectoryRegressor"]
 
 Batch = tuple[torch.Tensor, ...]  # (history, target), or (history, gaps, target) if irregular
 

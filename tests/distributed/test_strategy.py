@@ -3,6 +3,7 @@ process (one rank at most)."""
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -14,7 +15,11 @@ from pytorch_lightning.strategies import StrategyRegistry
 from torch import nn
 
 from pnode_zoo.distributed import TimeParallelStrategy
-from pnode_zoo.distributed.strategy import cross_node_warning, time_parallel_blocks
+from pnode_zoo.distributed.strategy import (
+    CheckedLaunch,
+    cross_node_warning,
+    time_parallel_blocks,
+)
 from pnode_zoo.ode import MLPVectorField, PararealODEBlock
 
 
@@ -100,7 +105,7 @@ def test_a_two_node_layout_warns_at_setup(monkeypatch, recwarn) -> None:
     strategy.num_nodes = 2  # 2 devices on each of 2 nodes, one time group of 4
     monkeypatch.setattr("pnode_zoo.distributed.strategy.DDPStrategy.setup_distributed",
                         lambda self: None)
-    monkeypatch.setattr("pnode_zoo.distributed.strategy.distributed_c10d.set_timeout",
+    monkeypatch.setattr("pnode_zoo.distributed.strategy.dist.set_timeout",
                         lambda timeout: None)
     monkeypatch.setattr("pnode_zoo.distributed.strategy.create_groups",
                         lambda size, timeout: (None, "data group"))
@@ -135,10 +140,31 @@ def test_every_replica_starts_from_rank_0s_weights(monkeypatch) -> None:
     strategy = _strategy(4, 2)
     strategy.model = nn.BatchNorm1d(3)  # parameters and buffers
     sent = []
-    monkeypatch.setattr("pnode_zoo.distributed.strategy.distributed_c10d.broadcast",
+    monkeypatch.setattr("pnode_zoo.distributed.strategy.dist.broadcast",
                         lambda tensor, src: sent.append((tensor.data_ptr(), src)))
     monkeypatch.setattr("pnode_zoo.distributed.strategy.DDPStrategy.configure_ddp",
                         lambda self: None)
     strategy.configure_ddp()
     state = strategy.model.state_dict().values()
     assert sorted(sent) == sorted((t.data_ptr(), 0) for t in state)  # in place, from rank 0
+
+
+@pytest.mark.parametrize("start_method", ["popen", "spawn"])
+def test_the_launcher_checks_the_layout_before_any_rank_starts(monkeypatch, start_method) -> None:
+    strategy = TimeParallelStrategy(time_parallel_size=2, start_method=start_method,
+                                    cluster_environment=LightningEnvironment(),
+                                    parallel_devices=[torch.device("cpu")] * 2)
+    strategy._configure_launcher()  # what Lightning's accelerator connector calls
+    launcher = strategy.launcher
+    started = []
+    monkeypatch.setattr(type(launcher), "launch",
+                        lambda self, function, *args, **kwargs: started.append(function))
+    strategy._lightning_module = _model(num_slices=3)
+    with pytest.raises(ValueError, match="num_slices=3 of a parareal block is not divisible"):
+        launcher.launch(print, trainer=None)
+    assert not started
+    strategy._lightning_module = _model(num_slices=4)
+    launcher.launch(print, trainer=None)
+    assert started == [print]
+    clone = pickle.loads(pickle.dumps(strategy))  # the spawn launcher pickles the strategy
+    assert isinstance(clone.launcher.launch, CheckedLaunch) and clone.launcher is not launcher

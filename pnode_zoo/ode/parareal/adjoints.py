@@ -41,6 +41,8 @@ from pnode_zoo.ode.parareal.problem import Linearization, ParamGrads, Problem, f
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
 
+__all__ = ["Paths", "Tape", "fine_adjoint", "parareal_adjoint", "unrolled"]
+
 
 class Tape:
     """The forward pass's own linearisations, kept for ``unrolled`` when ``recompute`` is off

@@ -19,6 +19,8 @@ from pnode_zoo.ode.parareal.problem import (
     fine_solve,
 )
 
+__all__ = ["solve", "solve_backward", "solve_forward"]
+
 
 def solve(problem: Problem, x0: torch.Tensor, guess: torch.Tensor | None = None) -> torch.Tensor:
     """The parareal states U [N+1, *x0.shape], differentiable in x0 and the fields' parameters.

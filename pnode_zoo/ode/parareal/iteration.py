@@ -32,6 +32,8 @@ import torch
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
 
+__all__ = ["CoarseStep", "FineSet", "Sweep", "Where", "iterate", "residual"]
+
 FineSet = Callable[[range, torch.Tensor], torch.Tensor]
 CoarseStep = Callable[[int, torch.Tensor], torch.Tensor]
 Where = Callable[[int, int], str]

@@ -26,6 +26,17 @@ from pnode_zoo.ode.stats import PararealStats
 if TYPE_CHECKING:
     from pnode_zoo.distributed.communicator import TimeGroup
 
+__all__ = [
+    "Linearization",
+    "ParamGrads",
+    "Problem",
+    "REBUILT_STEPS",
+    "coarse_solve",
+    "coarse_step",
+    "fine_solve",
+    "make_problem",
+]
+
 T = TypeVar("T")
 
 #: Steps whose graphs a step-wise pull-back rebuilds at once. One at a time pays a solver call

@@ -18,8 +18,16 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from pnode_zoo.errors import UserInputError
+from pnode_zoo.runs import BEST_PREFIX
 
-BEST_PREFIX = "best-"
+__all__ = [
+    "AtomicCheckpointIO",
+    "RandomStateCheckpoint",
+    "best_and_last",
+    "check_fits",
+    "last_only",
+    "read_checkpoint",
+]
 
 
 def best_and_last(metric: str, mode: str) -> ModelCheckpoint:

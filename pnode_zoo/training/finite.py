@@ -6,6 +6,8 @@ import pytorch_lightning as pl
 import torch
 from torch.optim import Optimizer
 
+__all__ = ["StopOnNonFinite", "training_position"]
+
 
 def training_position(trainer: pl.Trainer) -> str:
     """Where the trainer is, for a message: "epoch 3, batch 7 (global step 52)"."""

@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode import PararealODEBlock
 
+__all__ = ["PararealSchedule"]
+
 
 def _value_at(schedule: dict[int, int], epoch: int) -> int:
     """The value of the last milestone at or before ``epoch``."""

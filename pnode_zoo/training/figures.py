@@ -16,6 +16,15 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
+__all__ = [
+    "TIMELINE_COLORS",
+    "confusion_figure",
+    "log_figure",
+    "residual_figure",
+    "run_directory",
+    "timeline_figure",
+]
+
 TIMELINE_COLORS = {"fine": "C0", "coarse": "C1", "comm": "C2", "wait": "C3"}
 
 

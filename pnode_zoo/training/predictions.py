@@ -12,6 +12,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import DistributedSampler
+
+__all__ = ["PredictionWriter"]
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -38,7 +41,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            predictions: Sequence[Any], batch_indices: Sequence[Any]) -> None:
-        sharded = trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler
+        sharded = trainer.world_size > 1 and _sharded(trainer.predict_dataloaders)
         if not (sharded or trainer.is_global_zero):
             return  # every rank holds the same predictions: rank 0 writes them
         nested = predictions and isinstance(predictions[0], list)  # one list per dataloader
@@ -60,3 +63,13 @@ class PredictionWriter(BasePredictionWriter):
         if self.stdout:
             sys.stdout.write(text.getvalue())
             sys.stdout.flush()
+
+
+def _sharded(loaders: Any) -> bool:
+    """Whether Lightning gave the predict loaders a distributed sampler (each rank its shard);
+    for predictions it sits in the batch sampler."""
+    loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
+    samplers = [s for loader in loaders
+                for s in (getattr(loader, "sampler", None),
+                          getattr(getattr(loader, "batch_sampler", None), "sampler", None))]
+    return any(isinstance(sampler, DistributedSampler) for sampler in samplers)

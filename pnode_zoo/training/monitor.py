@@ -35,8 +35,10 @@ from pytorch_lightning.utilities.data import extract_batch_size
 
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode import PararealODEBlock, PararealStats
-from pnode_zoo.tasks import panels
-from pnode_zoo.tasks.figures import log_figure, residual_figure, timeline_figure
+from pnode_zoo.training import panels
+from pnode_zoo.training.figures import log_figure, residual_figure, timeline_figure
+
+__all__ = ["FIELDS", "RunMonitor"]
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,42 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+__all__ = [
+    "BACKWARD_ITERS",
+    "BACKWARD_RESIDUAL",
+    "CACHE_HIT_RATE",
+    "CONFUSION_MATRIX",
+    "CONVERGED",
+    "EPOCH_CACHE_HIT_RATE",
+    "EPOCH_TIME",
+    "FORECAST",
+    "FORWARD_ITERS",
+    "FORWARD_ITERS_MEDIAN",
+    "FORWARD_RESIDUAL",
+    "Kind",
+    "LEARNING_RATE",
+    "LINEAR_SOLVES",
+    "MISSED_TOL",
+    "MODELLED_SPEEDUP",
+    "NEWTON_ITERS",
+    "NFE",
+    "NFE_COARSE",
+    "NFE_CRITICAL_PATH",
+    "NFE_FINE",
+    "NUM_PARAMETERS",
+    "Panel",
+    "RANK_TIMER",
+    "RANK_TIMERS",
+    "RESIDUALS",
+    "RESIDUALS_PLOT",
+    "SAMPLES_PER_SECOND",
+    "SECTIONS",
+    "SPEEDUP_VS_ESTIMATED_SERIAL",
+    "TEST_MISSED_TOL",
+    "TIMELINE",
+    "VAL_MISSED_TOL",
+]
+
 # parareal/: every call of a parareal block; step-level values at the logging interval ...
 FORWARD_ITERS = "parareal/forward_iters"
 BACKWARD_ITERS = "parareal/backward_iters"
