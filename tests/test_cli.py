@@ -6,9 +6,8 @@ import warnings
 import pytest
 from clitools import read_metrics, run_dirs
 
-from pnode_zoo.cli import REPORT
+from pnode_zoo.cli.console import REPORT, quiet
 from pnode_zoo.data import UCRDataModule
-from pnode_zoo.lightning_cli import quiet
 from pnode_zoo.tasks import panels
 
 FAST = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
@@ -236,5 +235,5 @@ def test_quiet_leaves_library_deprecations_visible(monkeypatch):
 def test_the_projects_own_deprecations_fail_the_suite():
     # pyproject.toml's filterwarnings: a deprecation raised in (or met by) pnode_zoo's code
     with pytest.raises(DeprecationWarning):
-        warnings.warn_explicit("old", DeprecationWarning, "pnode_zoo/cli.py", 1,
-                               module="pnode_zoo.cli")
+        warnings.warn_explicit("old", DeprecationWarning, "pnode_zoo/cli/app.py", 1,
+                               module="pnode_zoo.cli.app")

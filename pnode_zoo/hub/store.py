@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pnode_zoo.errors import UserInputError
+from pnode_zoo.errors import UserInputError, did_you_mean
 from pnode_zoo.hub.card import (
     CARD_FILE,
     MANIFEST_FILE,
@@ -35,7 +35,6 @@ from pnode_zoo.hub.card import (
 )
 from pnode_zoo.hub.classes import check_names
 from pnode_zoo.models.registry import create_model
-from pnode_zoo.suggest import did_you_mean
 
 #: the weights that ship with the package, one directory per name
 WEIGHTS_DIR = Path(__file__).parent / "weights"
