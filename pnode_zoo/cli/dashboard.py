@@ -101,6 +101,9 @@ def dashboard_command(options: Namespace) -> None:
         return
     output = Path(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Private, and kept on purpose: `_spec` is the exact JSON that `save()` sends to W&B (the
+    # definition a user can check or post later); wandb-workspaces 0.4 has no public name for
+    # it. tests/test_private_apis.py fails, naming it, if it changes.
     output.write_text(json.dumps(view._spec, indent=1) + "\n")
     why = f"WANDB_MODE={mode}" if mode != "online" else "no API key found"
     print(f"W&B: {why}, so the workspace was not created; its definition is in {output} "

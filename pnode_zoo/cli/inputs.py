@@ -1,5 +1,6 @@
 """Checks and readings of a training command's input before anything runs: config files,
-weights to evaluate, the run's name, a checkpoint's model and data as defaults.
+weights to evaluate, the run's name, a checkpoint's model and data as defaults, the loggers'
+folders.
 
 Plain functions of the parsed configuration (a jsonargparse ``Namespace``), used by
 ``lightning_cli.PnodeCLI``; each refusal is one ``UserInputError`` sentence.
@@ -15,11 +16,12 @@ import yaml
 from jsonargparse import Namespace
 
 from pnode_zoo import runs
+from pnode_zoo.cli.console import wandb_offline
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.hub.classes import resolve_class
 
-__all__ = ["LINKED", "check_config_files", "checkpoint_defaults", "model_differences", "plain",
-           "require_weights", "run_name"]
+__all__ = ["LINKED", "check_config_files", "checkpoint_defaults", "model_differences",
+           "place_loggers", "plain", "require_weights", "run_name"]
 
 LINKED = ("num_classes", "input_shape", "times", "irregular")  # model options the data sets
 
@@ -153,3 +155,31 @@ def model_differences(config: Namespace, saved: dict[str, Any]) -> list[str]:
     if model.class_path != saved["class_path"]:
         differences.insert(0, f"{model.class_path} (checkpoint: {saved['class_path']})")
     return differences
+
+
+def place_loggers(loggers: Any, run_dir: Path, roots: tuple[str, ...]) -> None:
+    """Point the configured loggers into the run directory: their files (unless the user chose
+    another folder than one of ``roots``), CSV/TensorBoard's ``logs/``, W&B's run id.
+
+    Args:
+        loggers: ``trainer.logger`` of the parsed configuration (one, a list, or a bool).
+        run_dir: the command's run directory.
+        roots: the folders that mean "the default" (the run root).
+    """
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        if init_args is None:
+            continue
+        if init_args.get("save_dir") in (None, *roots):
+            init_args.save_dir = str(run_dir)
+        kind = str(logger.class_path)
+        if kind.endswith(("CSVLogger", "TensorBoardLogger")) and init_args.get("name") in (
+                None, "lightning_logs"):
+            init_args.name = "logs"
+        if kind.endswith("WandbLogger"):
+            if init_args.get("id") is None:
+                init_args.id = run_dir.name
+            # Offline, checkpoints stay in the run directory instead of being copied into
+            # W&B's staging area for a later sync ("all" still logs every one).
+            if wandb_offline() and init_args.get("log_model") is True:
+                init_args.log_model = False

@@ -1,13 +1,11 @@
 """The LightningCLI of pnode_zoo: defaults, run directories, checkpoints and plain errors.
 
-``PnodeCLI`` parses one training subcommand (fit, validate, test or predict) with LightningCLI's
-public hooks and ``run=False`` (``python -m pnode_zoo`` has already picked the subcommand), then
-runs the Trainer's method of that name. Every command runs in its own run directory (see
-``pnode_zoo.runs``); mistakes in the input (``UserInputError``, the parser's errors, the
-Trainer's ``MisconfigurationException``) are found before that directory is made (or it is
-removed again), so a refused command leaves nothing behind. A checkpoint and its run's
-``config.yaml`` are data: the task and data module they name must be the zoo's own
-(``hub.classes``).
+``PnodeCLI`` parses one training subcommand with LightningCLI's public hooks and ``run=False``
+(``app`` has picked the subcommand), then runs the Trainer's method of that name, in its own
+run directory (``pnode_zoo.runs``). Mistakes in the input (``UserInputError``, the parser's
+errors, the Trainer's ``MisconfigurationException``) are found before that directory is made
+(or it is removed again). A checkpoint and its run's ``config.yaml`` are data: the classes they
+name must be the zoo's own (``hub.classes``).
 """
 
 from __future__ import annotations
@@ -30,18 +28,13 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 import pnode_zoo.data  # imported so --data=ShortName resolves
 import pnode_zoo.tasks  # noqa: F401  (imported so --model=ShortName resolves)
 from pnode_zoo import runs
-from pnode_zoo.cli.console import (
-    TrainingStopped,
-    prepare_wandb,
-    quiet,
-    user_error,
-    wandb_offline,
-)
+from pnode_zoo.cli.console import TrainingStopped, prepare_wandb, quiet, user_error
 from pnode_zoo.cli.inputs import (
     LINKED,
     check_config_files,
     checkpoint_defaults,
     model_differences,
+    place_loggers,
     require_weights,
     run_name,
 )
@@ -294,24 +287,7 @@ class PnodeCLI(LightningCLI):
             self.run_dir = root / name / f".rank{rank}"
         os.environ[RUN_DIR_VARIABLE] = str(self.run_dir)
         config.trainer.default_root_dir = str(self.run_dir)
-        loggers = config.trainer.logger
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            init_args = getattr(logger, "init_args", None)
-            if init_args is None:
-                continue
-            if init_args.get("save_dir") in (None, str(root), RUN_ROOT):
-                init_args.save_dir = str(self.run_dir)
-            kind = str(logger.class_path)
-            if kind.endswith(("CSVLogger", "TensorBoardLogger")) and init_args.get("name") in (
-                    None, "lightning_logs"):
-                init_args.name = "logs"
-            if kind.endswith("WandbLogger"):
-                if init_args.get("id") is None:
-                    init_args.id = self.run_dir.name
-                # Offline, checkpoints stay in the run directory instead of being copied into
-                # W&B's staging area for a later sync ("all" still logs every one).
-                if wandb_offline() and init_args.get("log_model") is True:
-                    init_args.log_model = False
+        place_loggers(config.trainer.logger, self.run_dir, (str(root), RUN_ROOT))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = self.config_init.get("trainer") or {}

@@ -63,8 +63,10 @@ def _first_line(first: str, options: list[str]) -> str | None:
         if not option.startswith("-"):
             return f"unexpected argument {option!r}"
         return f"unknown option {option}{did_you_mean(option, options)}"
-    if match := re.search(r"(?:Group '([^']+)' )?does not accept option '([^']+)'", first):
-        option = f"--{match.group(1)}.{match.group(2)}" if match.group(1) else f"--{match.group(2)}"
+    if match := re.match(r"Group '([^']+)' does not accept option '([^']+)'|"
+                         r"Option '([^']+)' is not accepted", first):
+        group, key, top = match.groups()
+        option = f"--{group}.{key}" if group else f"--{top}"
         return f"unknown option {option} in the config{did_you_mean(option, options)}"
     if match := re.search(r"invalid choice: '([^']+)' \(choose from (.*)\)", first):
         choices = re.findall(r"'([^']+)'", match.group(2))
