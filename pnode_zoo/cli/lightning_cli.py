@@ -55,7 +55,7 @@ from pnode_zoo.tasks.finite import StopOnNonFinite, training_position
 from pnode_zoo.tasks.monitor import RunMonitor
 from pnode_zoo.tasks.predictions import PredictionWriter
 
-__all__ = ["LINKED", "PnodeArgumentParser", "PnodeCLI", "RunConfig", "run"]
+__all__ = ["PnodeArgumentParser", "PnodeCLI", "RunConfig", "run"]
 
 RUN_ROOT = "runs"
 DEFAULT_DATA = "pnode_zoo.data.DigitsDataModule"
