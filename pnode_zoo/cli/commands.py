@@ -66,7 +66,8 @@ def models_command(options: Namespace) -> None:
         for name in list_models():
             print(textwrap.fill(first_sentences(inspect.getdoc(model_entry(name)) or ""), width,
                                 initial_indent=f"{name:<{NAME_WIDTH}} ",
-                                subsequent_indent=" " * (NAME_WIDTH + 1)))
+                                subsequent_indent=" " * (NAME_WIDTH + 1),
+                                break_on_hyphens=False, break_long_words=False))
         return
     try:
         entry = model_entry(options.name)
