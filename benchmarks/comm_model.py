@@ -417,7 +417,7 @@ def load_config_block(
 
     import pnode_zoo.data as data_modules
     import pnode_zoo.tasks as tasks
-    from pnode_zoo.lightning_cli import LINKED
+    from pnode_zoo.cli.inputs import LINKED
 
     config = yaml.safe_load(path.read_text())
     if "seed_everything" in config:

@@ -1,3 +1,3 @@
-from pnode_zoo.cli import main
+from pnode_zoo.cli.app import main
 
 main()

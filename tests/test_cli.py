@@ -1,14 +1,21 @@
 """The command line, run as a user would: in a subprocess, offline, in a fresh directory."""
 
+import ast
 import inspect
+import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from clitools import read_metrics, run_dirs
 
-from pnode_zoo.cli import REPORT
+import pnode_zoo.cli
+from pnode_zoo.cli.app import build_parser
+from pnode_zoo.cli.console import REPORT, quiet
 from pnode_zoo.data import UCRDataModule
-from pnode_zoo.lightning_cli import quiet
+from pnode_zoo.models import list_models, model_entry
 from pnode_zoo.training import panels
 
 FAST = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
@@ -236,5 +243,69 @@ def test_quiet_leaves_library_deprecations_visible(monkeypatch):
 def test_the_projects_own_deprecations_fail_the_suite():
     # pyproject.toml's filterwarnings: a deprecation raised in (or met by) pnode_zoo's code
     with pytest.raises(DeprecationWarning):
-        warnings.warn_explicit("old", DeprecationWarning, "pnode_zoo/cli.py", 1,
-                               module="pnode_zoo.cli")
+        warnings.warn_explicit("old", DeprecationWarning, "pnode_zoo/cli/app.py", 1,
+                               module="pnode_zoo.cli.app")
+
+
+def test_help_and_models_import_no_lightning():
+    script = ("import sys; from pnode_zoo.cli import main; main(['--help']); main(['models']); "
+              "main(['models', 'resnet']); "
+              "assert not [m for m in sys.modules if 'lightning' in m], 'Lightning imported'")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_fit_help_says_where_model_and_data_options_are(cli):
+    help_text = " ".join(cli(["fit", "--help"]).stdout.split())
+    assert "`--model.help CLASS` and `--data.help CLASS` print a class's own options" in (
+        help_text)
+    model_help = cli(["fit", "--model.help", "Classifier"]).stdout
+    assert model_help.startswith("usage: python -m pnode_zoo [--model.arch ARCH]")
+    assert "__main__" not in model_help
+
+
+def test_model_descriptions_end_where_their_first_sentence_ends(cli):
+    listing = cli(["models"]).stdout
+    entries = re.split(r"\n(?=\S)", listing.strip())  # continuation lines are indented
+    described = {entry.split()[0]: " ".join(entry.split()[1:]) for entry in entries}
+    assert set(described) == set(list_models())
+    for name, text in described.items():
+        paragraph = " ".join(inspect.getdoc(model_entry(name)).split("\n\n")[0].split())
+        assert paragraph.startswith(text) and text.endswith("."), name
+        rest = paragraph[len(text):]
+        assert rest == "" or re.match(r" [A-Z`]", rest), (name, rest)  # a sentence follows
+    assert described["odenet1d_parareal"].endswith("around a PararealODEBlock.")
+    assert described["trajectory_node_parareal"].endswith("holds the forecast.")
+
+
+def test_options_of_every_subcommand_work_at_any_position(cli_here):
+    by_position = cli_here(["pretrained", "show", "odenet.digits"])
+    by_option = cli_here(["pretrained", "show", "--name", "odenet.digits"])
+    assert by_position.returncode == by_option.returncode == 0
+    assert by_option.stdout == by_position.stdout and '"name": "odenet.digits"' in by_option.stdout
+    parser = build_parser()
+    for args in (["export", "--name", "n", "a.ckpt", "out"], ["export", "a.ckpt", "--name", "n",
+                                                              "out"]):
+        options = parser.parse_args(args).export
+        assert (options.ckpt, options.dir, options.name) == ("a.ckpt", "out", "n")
+
+
+def test_cli_modules_import_only_downwards_and_stay_short():
+    package = Path(pnode_zoo.cli.__file__).parent
+    imports = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imports[path.stem] = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree)
+                              if isinstance(node, ast.ImportFrom) and node.module
+                              and node.module.startswith("pnode_zoo.cli.")}
+        assert len(path.read_text().splitlines()) <= 400, path
+    assert imports["console"] == set()  # the bottom: every other module may import it
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        for imported in imports.get(module, ()):
+            visit(imported, (*path, module))
+
+    for module in imports:
+        visit(module, ())

@@ -10,9 +10,14 @@ import json
 import pytest
 import wandb_workspaces.workspaces as ws
 
-from pnode_zoo import dashboard
-from pnode_zoo.cli import UserInputError
+from pnode_zoo.cli import dashboard
+from pnode_zoo.errors import UserInputError
 from pnode_zoo.training import panels
+
+
+def run(args: list[str]) -> None:
+    """The dashboard subcommand's handler on these options."""
+    dashboard.dashboard_command(dashboard.dashboard_parser().parse_args(args))
 
 
 def test_rank_patterns_match_every_rank_and_nothing_else():
@@ -27,7 +32,7 @@ def test_rank_patterns_match_every_rank_and_nothing_else():
 def test_offline_writes_the_definition_and_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     output = tmp_path / "sub" / "board.json"
-    dashboard.dashboard_command(["--entity", "e", "--project", "p", "--output", str(output)])
+    run(["--entity", "e", "--project", "p", "--output", str(output)])
     assert "WANDB_MODE=offline, so the workspace was not created" in capsys.readouterr().out
     spec = json.loads(output.read_text())
     sections = spec["spec"]["section"]["panelBankConfig"]["sections"]
@@ -41,7 +46,7 @@ def test_online_saves_the_workspace(monkeypatch, capsys):
     monkeypatch.setattr(dashboard, "wandb_has_api_key", lambda: True)
     monkeypatch.setattr(ws.Workspace, "save", lambda self: saved.append(self) or self)
     monkeypatch.setattr(ws.Workspace, "url", property(lambda self: "https://example/ws"))
-    dashboard.dashboard_command(["--entity", "e", "--project", "p"])
+    run(["--entity", "e", "--project", "p"])
     (view,) = saved
     assert (view.entity, view.project, view.name) == ("e", "p", "pnode_zoo")
     assert "W&B workspace saved: https://example/ws" in capsys.readouterr().out
@@ -56,7 +61,7 @@ def test_a_refused_save_is_one_clear_error(monkeypatch):
 
     monkeypatch.setattr(ws.Workspace, "save", refuse)
     with pytest.raises(UserInputError, match="did not save the workspace in e/p: entity not"):
-        dashboard.dashboard_command(["--entity", "e", "--project", "p"])
+        run(["--entity", "e", "--project", "p"])
 
 
 def test_entity_is_required(cli):

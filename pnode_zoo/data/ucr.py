@@ -15,8 +15,7 @@ from sklearn.preprocessing import LabelEncoder
 from torch.utils.data import Dataset
 
 from pnode_zoo.data.base import TensorDataModule, stratified_split, tensor_dataset
-from pnode_zoo.errors import UserInputError
-from pnode_zoo.suggest import did_you_mean
+from pnode_zoo.errors import UserInputError, did_you_mean
 
 __all__ = [
     "UCRDataModule",

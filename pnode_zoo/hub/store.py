@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pnode_zoo.errors import UserInputError
+from pnode_zoo.errors import UserInputError, did_you_mean
 from pnode_zoo.hub.card import (
     CARD_FILE,
     MANIFEST_FILE,
@@ -35,7 +35,6 @@ from pnode_zoo.hub.card import (
     write_manifest,
 )
 from pnode_zoo.models import registry
-from pnode_zoo.suggest import did_you_mean
 
 __all__ = [
     "PICKLE_MAGIC",

@@ -12,8 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from pnode_zoo.errors import UserInputError
-from pnode_zoo.suggest import did_you_mean
+from pnode_zoo.errors import UserInputError, did_you_mean
 
 __all__ = ["KINDS", "ModelFn", "create_model", "list_models", "model_entry", "register_model"]
 

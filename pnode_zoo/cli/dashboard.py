@@ -8,35 +8,47 @@ workspace's definition as JSON and says so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from pnode_zoo.cli import UserInputError, wandb_has_api_key
+from jsonargparse import ArgumentParser, Namespace
+
+from pnode_zoo.cli.console import wandb_has_api_key
+from pnode_zoo.errors import UserInputError
+
+__all__ = ["dashboard_command", "dashboard_parser", "workspace"]
 
 DEFAULT_OUTPUT = "runs/dashboard.json"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pnode_zoo dashboard",
+def dashboard_parser() -> ArgumentParser:
+    """The options of ``dashboard``."""
+    parser = ArgumentParser(
+        usage="python -m pnode_zoo dashboard --entity E [--project P] [--name NAME] "
+              "[--output FILE]",
         description="Build the W&B workspace of pnode_zoo's panels (parareal diagnostics, "
                     "time-parallel timings, pictures) in ENTITY/PROJECT; offline, write its "
                     "definition to a file.",
     )
     parser.add_argument("--entity", required=True, help="W&B entity (user or team)")
     parser.add_argument("--project", default="pnode_zoo",
-                        help="W&B project the runs log to (default: pnode_zoo, the CLI's)")
+                        help="W&B project the runs log to (the CLI's default)")
     parser.add_argument("--name", default="pnode_zoo", help="the workspace's name")
     parser.add_argument("--output", default=DEFAULT_OUTPUT,
-                        help=f"where the definition goes offline (default: {DEFAULT_OUTPUT})")
+                        help="where the definition goes offline")
     return parser
 
 
 def workspace(entity: str, project: str, name: str) -> Any:
-    """A ``wandb_workspaces`` Workspace with one open section per ``SECTIONS`` entry."""
+    """A ``wandb_workspaces`` Workspace with one open section per ``SECTIONS`` entry.
+
+    Args:
+        entity: the W&B entity (user or team).
+        project: the W&B project.
+        name: the workspace's name.
+    """
     try:
         import wandb_workspaces.reports.v2 as wr
         import wandb_workspaces.workspaces as ws
@@ -70,9 +82,12 @@ def workspace(entity: str, project: str, name: str) -> Any:
     )
 
 
-def dashboard_command(args: list[str]) -> None:
-    """Save the workspace online, or write its definition offline (see the module doc)."""
-    options = _parser().parse_args(args)
+def dashboard_command(options: Namespace) -> None:
+    """Save the workspace online, or write its definition offline (see the module doc).
+
+    Args:
+        options: ``dashboard``'s parsed options.
+    """
     view = workspace(options.entity, options.project, options.name)
     mode = os.environ.get("WANDB_MODE", "online")
     if wandb_has_api_key() and mode not in ("offline", "dryrun", "disabled"):
@@ -86,6 +101,9 @@ def dashboard_command(args: list[str]) -> None:
         return
     output = Path(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Private, and kept on purpose: `_spec` is the exact JSON that `save()` sends to W&B (the
+    # definition a user can check or post later); wandb-workspaces 0.4 has no public name for
+    # it. tests/test_private_apis.py fails, naming it, if it changes.
     output.write_text(json.dumps(view._spec, indent=1) + "\n")
     why = f"WANDB_MODE={mode}" if mode != "online" else "no API key found"
     print(f"W&B: {why}, so the workspace was not created; its definition is in {output} "
