@@ -132,42 +132,52 @@ def residual_stack(make_field: Callable[[], nn.Module], *, num_blocks: int = 4) 
     return ResidualStack([make_field() for _ in range(num_blocks)])
 
 
-def register_twins(builder: ModelFn, **twins: tuple[str, Callable[..., nn.Module]]) -> None:
+def register_twins(builder: ModelFn, **twins: tuple[Any, ...]) -> None:
     """Register a plain/parareal pair (or any set of twins) built by one ``builder``.
 
     The builder takes ``block``, a recipe whose positional arguments the builder fills, and the
     family's options, documented once in its ``Args:``. Each twin is registered under its
-    name as the builder with its recipe: its options are the builder's and the recipe's
-    keyword-only ones, its docstring a summary and both ``Args:`` entries, so ``create_model``
-    checks and ``python -m pnode_zoo models NAME`` lists every option of either twin.
+    name as the builder with its recipes: its options are the builder's and the recipes'
+    keyword-only ones, its docstring a summary and their ``Args:`` entries, so ``create_model``
+    checks and ``python -m pnode_zoo models NAME`` lists every option of either twin. A twin of
+    several recipes nests them: each one but the last takes the next one's partial as its
+    first argument, its ``block``.
 
     Args:
         builder: ``builder(block, **family_options) -> nn.Module``.
-        **twins: per registry name, its one-line summary and its block recipe.
+        **twins: per registry name, its one-line summary and its recipes, outermost first.
     """
-    shared = [p for p in inspect.signature(builder).parameters.values() if p.name != "block"]
-    for name, (summary, recipe) in twins.items():
-        own = [p for p in inspect.signature(recipe).parameters.values()
-               if p.kind is p.KEYWORD_ONLY]
-        register_model(_twin(name, summary, builder, recipe, shared, own))
+    for name, (summary, *recipes) in twins.items():
+        register_model(_twin(name, summary, [builder, *recipes]))
 
 
-def _twin(name: str, summary: str, builder: ModelFn, recipe: Callable[..., nn.Module],
-          shared: list[inspect.Parameter], own: list[inspect.Parameter]) -> ModelFn:
-    """The entry point ``name``: ``builder`` around ``recipe``'s block (see ``register_twins``)."""
-    block_options = [p.name for p in own]
+def _twin(name: str, summary: str, parts: list[Callable[..., nn.Module]]) -> ModelFn:
+    """The entry point ``name``: the builder ``parts[0]`` around its recipes (see
+    ``register_twins``)."""
+    options_of = [  # the builder's after its ``block``, the recipes' keyword-only ones
+        [p.name for j, p in enumerate(inspect.signature(part).parameters.values())
+         if p.kind is p.KEYWORD_ONLY or (i == 0 and j > 0)]
+        for i, part in enumerate(parts)
+    ]
 
     def entry(**options: Any) -> nn.Module:
-        block = {key: options.pop(key) for key in block_options if key in options}
-        return builder(functools.partial(recipe, **block), **options)
+        inner: Callable[..., nn.Module] | None = None
+        for part, names in zip(reversed(parts), reversed(options_of), strict=True):
+            own = {key: options.pop(key) for key in names if key in options}
+            inner = functools.partial(part, *([inner] if inner else []), **own)
+        if options:
+            raise TypeError(f"{name}() got unexpected options: {', '.join(sorted(options))}")
+        return inner()
 
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.signature(part).parameters[option].replace(kind=keyword)
+                  for part, names in zip(parts, options_of, strict=True) for option in names]
     entry.__name__ = entry.__qualname__ = name
-    entry.__module__ = builder.__module__
+    entry.__module__ = parts[0].__module__
     entry.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [p.replace(kind=p.KEYWORD_ONLY) for p in shared + own],
-        return_annotation=inspect.signature(builder).return_annotation,
-    )
-    args = _args_entries(builder, [p.name for p in shared]) + _args_entries(recipe, block_options)
+        parameters, return_annotation=inspect.signature(parts[0]).return_annotation)
+    args = [line for part, names in zip(parts, options_of, strict=True)
+            for line in _args_entries(part, names)]
     entry.__doc__ = "\n".join([summary, "", "Args:", *args])
     return entry
 

@@ -20,7 +20,6 @@ from torch import nn
 
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.models.common import parareal_options, register_twins
-from pnode_zoo.models.registry import register_model
 from pnode_zoo.ode import (
     IrregularTimeField,
     MLPVectorField,
@@ -160,28 +159,6 @@ def forecast_interval(times: Sequence[float]) -> tuple[float, float, int]:
     return float(grid[0]), float(grid[-1]), len(grid) - 1
 
 
-@register_model
-def trajectory_gru(
-    input_shape: Sequence[int] = (1, 2),
-    times: Sequence[float] = (0.0, 1.0),
-    hidden: int = 64,
-    irregular: bool = False,
-) -> TrajectoryGRU:
-    """GRU forecaster stepping from one observation time to the next: the discrete baseline.
-
-    Args:
-        input_shape: (history length K, state dimension D) of one input.
-        times: equally spaced observation times; the input ends at times[0], the output is
-            at times[1:].
-        hidden: size of the GRU's hidden state.
-        irregular: forecast irregularly sampled series (set from the data module).
-    """
-    history, state_dim = input_shape
-    t0, t1, intervals = forecast_interval(times)
-    return TrajectoryGRU(state_dim, history, [(t1 - t0) / intervals] * intervals, hidden,
-                         irregular)
-
-
 def _field(dim: int, hidden: int, layers: int, times: Sequence[float],
            irregular: bool) -> tuple[nn.Module, float, float, int]:
     """The MLP field and the interval the block solves over: the forecast times, or for an
@@ -193,28 +170,48 @@ def _field(dim: int, hidden: int, layers: int, times: Sequence[float],
     return field, t0, t1, intervals
 
 
-def _trajectory_node(
-    block: Callable[..., tuple[nn.Module, int]],
+def _forecaster(
+    model: Callable[..., nn.Module],
     input_shape: Sequence[int] = (1, 2),
     times: Sequence[float] = (0.0, 1.0),
-    augment: int = 0,
-    hidden: int = 64,
-    layers: int = 2,
     irregular: bool = False,
-) -> TrajectoryNODE:
-    """Neural ODE forecaster: the observed state (+ augmentation) integrated by ``block``.
+) -> nn.Module:
+    """The forecasters' frame: ``model`` for the data's history, state and times.
 
     Args:
         input_shape: (history length K, state dimension D) of one input.
         times: equally spaced observation times; the input ends at times[0], the output is
             at times[1:].
+        irregular: forecast irregularly sampled series (set from the data module); an ODE
+            forecaster's steps (and slices) are then per interval between two observations,
+            whatever its length.
+    """
+    history, state_dim = input_shape
+    return model(history, state_dim, times, irregular)
+
+
+def _gru(history: int, state_dim: int, times: Sequence[float], irregular: bool, *,
+         hidden: int = 64) -> TrajectoryGRU:
+    """The GRU baseline.
+
+    Args:
+        hidden: size of the GRU's hidden state.
+    """
+    t0, t1, intervals = forecast_interval(times)
+    return TrajectoryGRU(state_dim, history, [(t1 - t0) / intervals] * intervals, hidden,
+                         irregular)
+
+
+def _node(block: Callable[..., tuple[nn.Module, int]], history: int, state_dim: int,
+          times: Sequence[float], irregular: bool, *, augment: int = 0, hidden: int = 64,
+          layers: int = 2) -> TrajectoryNODE:
+    """The neural ODE forecaster: the observed state (+ augmentation) integrated by ``block``.
+
+    Args:
         augment: extra unobserved state dimensions, initialised from the history.
         hidden: width of the MLP vector field.
         layers: hidden layers of the MLP vector field.
-        irregular: forecast irregularly sampled series (set from the data module); steps (and
-            slices) are then per interval between two observations, whatever its length.
     """
-    history, state_dim = input_shape
     field, t0, t1, intervals = _field(state_dim + augment, hidden, layers, times, irregular)
     body, stride = block(field, t0, t1, intervals)
     return TrajectoryNODE(body, state_dim, history, augment, stride, irregular)
@@ -270,9 +267,12 @@ def _forecast_by_parareal(
 
 
 register_twins(
-    _trajectory_node,
+    _forecaster,
     trajectory_node=("Neural ODE forecaster: the observed state (+ augmentation) integrated by "
-                     "torchdiffeq.", _forecast_by_torchdiffeq),
+                     "torchdiffeq.", _node, _forecast_by_torchdiffeq),
     trajectory_node_parareal=("Neural ODE forecaster with a parareal block whose slice "
-                              "boundaries include every forecast time.", _forecast_by_parareal),
+                              "boundaries include every forecast time.", _node,
+                              _forecast_by_parareal),
+    trajectory_gru=("GRU forecaster stepping from one observation time to the next: the "
+                    "discrete baseline.", _gru),
 )
