@@ -145,7 +145,8 @@ def register_twins(builder: ModelFn, **twins: tuple[Any, ...]) -> None:
 
     Args:
         builder: ``builder(block, **family_options) -> nn.Module``.
-        **twins: per registry name, its one-line summary and its recipes, outermost first.
+        **twins: per registry name, its summary (the first line is what ``models`` lists)
+            and its recipes, outermost first.
     """
     for name, (summary, *recipes) in twins.items():
         register_model(_twin(name, summary, [builder, *recipes]))
@@ -164,7 +165,7 @@ def _twin(name: str, summary: str, parts: list[Callable[..., nn.Module]]) -> Mod
         inner: Callable[..., nn.Module] | None = None
         for part, names in zip(reversed(parts), reversed(options_of), strict=True):
             own = {key: options.pop(key) for key in names if key in options}
-            inner = functools.partial(part, *([inner] if inner else []), **own)
+            inner = functools.partial(part, *([] if inner is None else [inner]), **own)
         if options:
             raise TypeError(f"{name}() got unexpected options: {', '.join(sorted(options))}")
         return inner()
