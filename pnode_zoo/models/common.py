@@ -57,16 +57,9 @@ def parareal_options(parareal: PararealOptions | Mapping[str, Any] | None) -> Pa
     return PararealOptions.create({**ZOO_PARAREAL, **(parareal or {})})
 
 
-def torchdiffeq_block(
-    make_field: Callable[[], nn.Module],
-    *,
-    t1: float = 1.0,
-    method: str = "rk4",
-    steps: int = 4,
-    rtol: float = MODEL_TOLERANCES.rtol,
-    atol: float = MODEL_TOLERANCES.atol,
-    adjoint: bool = False,
-) -> ODEBlock:
+def torchdiffeq_block(make_field: Callable[[], nn.Module], *, t1: float = 1.0,
+                      method: str = "rk4", steps: int = 4, rtol: float = MODEL_TOLERANCES.rtol,
+                      atol: float = MODEL_TOLERANCES.atol, adjoint: bool = False) -> ODEBlock:
     """The plain twin's block: one torchdiffeq solve over [0, t1] (a recipe of ``register_twins``).
 
     Args:
