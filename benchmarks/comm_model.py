@@ -8,7 +8,7 @@ Run from the repository root:
 1. Messages: gloo ping-pong between 2 ranks (1 thread each) over message sizes; the one-way
    time is fitted by latency + bytes / bandwidth; the residual's all-reduce and the state's
    broadcast are timed beside what the model's collective formulas give for them.
-2. Calibration: per-slice seconds of F, G and their VJPs (``pnode_zoo.ode.schedule``'s
+2. Calibration: per-slice seconds of F, G and their VJPs (``_schedule.py``'s
    inputs) are measured, on rank 0 alone and on both ranks at once, alternating with the
    parareal block measured on 1 process and on 2 ranks (forward, and training step with the
    ``unrolled`` gradient). The P = 1 run gives the per-call overhead outside the propagators;
@@ -43,6 +43,7 @@ import _common
 import torch
 import torch.distributed as dist
 from _mlp import Setup, Step
+from _schedule import CommCosts, SliceCosts, modelled_time
 from torch import nn
 
 from pnode_zoo.distributed import create_groups
@@ -54,7 +55,6 @@ from pnode_zoo.ode.parareal.problem import (
     fine_solve,
     make_problem,
 )
-from pnode_zoo.ode.schedule import CommCosts, SliceCosts, modelled_time
 from pnode_zoo.ode.slices import SliceFields
 
 NAME = "comm_model"
@@ -187,7 +187,7 @@ def serial_seconds(measured: dict[str, float], num_slices: int, train: bool) -> 
 
 def modelled(costs: SliceCosts, num_slices: int, ranks: int, iters: int, comm: CommCosts | None,
              train: bool, pipelined: bool = False, trajectory: bool = False) -> float:
-    """Modelled seconds of one call (see ``pnode_zoo.ode.schedule``)."""
+    """Modelled seconds of one call (see ``_schedule.py``)."""
     return modelled_time(costs, num_slices, ranks, iters, comm, train=train,
                          pipelined=pipelined, trajectory=trajectory).seconds
 
@@ -499,7 +499,7 @@ def scaling_table(rows: list[dict]) -> list[str]:
 
 
 SCALING_TEXT = (
-    "Speedups are **modelled** (`pnode_zoo.ode.schedule`), over the serial fine solve on one "
+    "Speedups are **modelled** (`benchmarks/_schedule.py`), over the serial fine solve on one "
     "core: *free* leaves messages out; *as configured* runs the block's own schedule with the "
     "measured message costs (with a tolerance the residual is all-reduced after the sweep and "
     "after every iteration, so every iteration waits for the whole chain of coarse "

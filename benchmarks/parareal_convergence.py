@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from pnode_zoo.ode.methods import METHODS
 from pnode_zoo.ode.parareal_block import PararealODEBlock
-from pnode_zoo.ode.propagators import SOLVERS, Work
+from pnode_zoo.ode.propagators import Work
 from pnode_zoo.ode.vector_fields import MLPVectorField
 
 NAME = "parareal_convergence"
@@ -136,7 +137,7 @@ def orders() -> list[dict]:
                     "problem": name, "coarse": coarse, "k": k, "coarse_steps": steps,
                     "errors": errors,
                     "observed": math.log2(pairs[-1][0] / pairs[-1][1]) if pairs else None,
-                    "theory": SOLVERS[coarse].order * (k + 1),
+                    "theory": METHODS[coarse].order * (k + 1),
                 })
     return rows
 

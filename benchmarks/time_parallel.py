@@ -283,7 +283,7 @@ def markdown(env: dict, setup: Setup, cases: list[str], results: dict[str, dict]
         "`parareal/coarse`: the propagators' solves, `time_parallel/comm`: sends and "
         "collectives, `time_parallel/wait`: blocked receives); stats = the block's own timers "
         "(both count the VJPs as the propagator's time). *Modelled* "
-        "= `pnode_zoo.ode.schedule` at P = 2 from per-slice costs measured on rank 0 alone, "
+        "= `benchmarks/_schedule.py` at P = 2 from per-slice costs measured on rank 0 alone, "
         "messages from a ping-pong in the same run, and the P = 1 overhead (measured minus "
         "modelled at 1 thread).", ""]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _common  # noqa: E402
+import _schedule  # noqa: E402
 import adjoint_micro_batches  # noqa: E402
 import comm_model  # noqa: E402
 import fine_steps  # noqa: E402
@@ -27,7 +28,6 @@ import time_to_accuracy  # noqa: E402
 import wandb_overhead  # noqa: E402
 
 from pnode_zoo.ode.parareal_block import PararealODEBlock  # noqa: E402
-from pnode_zoo.ode.schedule import SliceCosts, modelled_time  # noqa: E402
 from pnode_zoo.ode.vector_fields import MLPVectorField  # noqa: E402
 
 
@@ -174,8 +174,9 @@ def test_model_block_for_a_given_block():
     four = rows[2]
     assert four["N"] == 4 and four["fine_steps_per_slice"] == 4
     assert four["relative_error"] < 1e-5
-    costs = SliceCosts(4.0, 1.0, state_bytes=32, param_bytes=400)
-    assert four["forward"]["seconds_free"] == modelled_time(costs, 4, 4, four["K"]).seconds
+    costs = _schedule.SliceCosts(4.0, 1.0, state_bytes=32, param_bytes=400)
+    assert four["forward"]["seconds_free"] == _schedule.modelled_time(costs, 4, 4,
+                                                                      four["K"]).seconds
     assert four["forward"]["speedup_free"] == pytest.approx(16.0 / four["forward"]["seconds_free"])
 
 

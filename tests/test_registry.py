@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import pytest
@@ -84,3 +85,48 @@ def test_the_registry_sends_pretrained_names_to_the_hub() -> None:
     with pytest.raises(ValueError, match=r"pretrained names \(<architecture>.<data>\) go to "
                                          r"pnode_zoo.create_model"):
         create_model("odenet.digits")
+
+
+TWINS = [("odenet", "odenet_parareal"), ("odenet1d", "odenet1d_parareal"),
+         ("trajectory_node", "trajectory_node_parareal"), ("ncde", "ncde_parareal")]
+
+
+def _documented(name: str) -> dict[str, str]:
+    """``Args:`` entries of a model's docstring: name -> description (continuations joined)."""
+    entries: dict[str, str] = {}
+    key = ""
+    lines = inspect.getdoc(pnode_zoo.models.model_entry(name)).partition("Args:\n")[2]
+    for line in lines.splitlines():
+        if line.startswith("        "):
+            entries[key] += " " + line.strip()
+        else:
+            key, _, text = line.strip().partition(": ")
+            entries[key] = text
+    return entries
+
+
+@pytest.mark.parametrize(("plain", "parareal"), TWINS)
+def test_twins_document_every_option_and_share_the_common_ones(plain, parareal):
+    docs = {name: _documented(name) for name in (plain, parareal)}
+    options = {name: inspect.signature(pnode_zoo.models.model_entry(name)).parameters
+               for name in (plain, parareal)}
+    for name in (plain, parareal):  # every option, with a description, in the signature's order
+        assert list(docs[name]) == list(options[name])
+        assert all(len(text) > 10 for text in docs[name].values())
+    shared = [key for key in options[plain] if key in options[parareal]]
+    assert len(shared) >= 4 and shared == [key for key in options[parareal] if key in shared]
+    for key in shared:
+        assert docs[plain][key] == docs[parareal][key]
+        assert options[plain][key].default == options[parareal][key].default
+    assert "parareal" in options[parareal] and "parareal" not in options[plain]
+
+
+@pytest.mark.parametrize(("plain", "parareal"), TWINS)
+def test_a_twins_options_reach_its_network_and_others_are_refused(plain, parareal):
+    with pytest.raises(ValueError, match=f"model '{plain}' has no option 'parareal'"):
+        pnode_zoo.create_model(plain, parareal={})
+    with pytest.raises(TypeError, match="unexpected options: parareal"):
+        pnode_zoo.models.model_entry(plain)(parareal={})
+    net = pnode_zoo.create_model(parareal, parareal={"num_slices": 2, "max_iters": 1})
+    block = next(m for m in net.modules() if hasattr(m, "options"))
+    assert (block.options.num_slices, block.options.max_iters) == (2, 1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -24,8 +24,7 @@ import torchcde
 from torch import nn
 
 from pnode_zoo.errors import UserInputError
-from pnode_zoo.models.common import parareal_options
-from pnode_zoo.models.registry import register_model
+from pnode_zoo.models.common import parareal_options, register_twins
 from pnode_zoo.ode import NeuralCDEBlock, PararealOptions
 
 __all__ = [
@@ -199,15 +198,8 @@ def check_interpolation(interpolation: str) -> None:
         )
 
 
-def cde_field(input_shape: Sequence[int], hidden: int, width: int, depth: int,
-              time_channel: bool, interpolation: str) -> CDEField:
-    """The field f_θ of a neural CDE on series of ``input_shape`` (options checked)."""
-    check_interpolation(interpolation)
-    return CDEField(hidden, input_shape[0] + int(time_channel), width, depth)
-
-
-@register_model
-def ncde(
+def _ncde(
+    block: Callable[..., nn.Module],
     num_classes: int = 2,
     input_shape: Sequence[int] = (1, 129),
     hidden: int = 32,
@@ -217,16 +209,14 @@ def ncde(
     interpolation: str = "hermite",
     input_scale: float = 1.0,
     steps_per_observation: int = 1,
-    adjoint: bool = False,
 ) -> NeuralCDE:
-    """Neural CDE (Kidger et al. 2020) solved by ``torchcde.cdeint``: torchcde's Hermite cubic
-    path (backward differences) or linear path through the observations, time as a channel,
-    torchdiffeq's ``rk4`` (3/8 rule) with one step per observation (or
-    ``steps_per_observation``), a linear head on the final hidden state.
+    """Neural CDE (Kidger et al. 2020): path through the series -> ``block`` -> linear head.
 
     Args:
         num_classes: number of output classes.
-        input_shape: (channels, length) of the series.
+        input_shape: (channels, length) of the series; a parareal block's
+            ``parareal.num_slices`` must divide length - 1 (pad the series, e.g. with the
+            data's ``length``).
         hidden: size of the hidden state z.
         width: width of the field's hidden layers.
         depth: hidden layers of the field's MLP.
@@ -237,53 +227,43 @@ def ncde(
             chunk (on ACSF1, K is about N at 1 and 3 to 6 at 0.1:
             docs/benchmarks/cde_coarse.md).
         steps_per_observation: RK4 steps per observation (cdeint's step size 1/s): a finer,
-            costlier solve, closer to the exact CDE.
+            costlier solve, closer to the exact CDE; the plain and parareal twins must use the
+            same.
+    """
+    check_interpolation(interpolation)
+    field = CDEField(hidden, input_shape[0] + int(time_channel), width, depth)
+    body = block(field, int(input_shape[1]), interpolation, steps_per_observation)
+    return NeuralCDE(body, num_classes, input_shape[0], time_channel,
+                     interpolation, input_scale)  # type: ignore[arg-type]
+
+
+def _cdeint(field: CDEField, length: int, interpolation: Interpolation, steps: int, *,
+            adjoint: bool = False) -> CDEIntSolve:
+    """The plain twin's solve: ``torchcde.cdeint``.
+
+    Args:
+        field: f_θ.
+        length: observations per series.
+        interpolation: the path's interpolation.
+        steps: RK4 steps per observation.
         adjoint: backpropagate with torchcde's continuous adjoint (torchcde's default)
             instead of through the solver's steps (the exact gradient; memory grows with the
             series' length).
     """
-    field = cde_field(input_shape, hidden, width, depth, time_channel, interpolation)
-    block = CDEIntSolve(field, interpolation, adjoint,  # type: ignore[arg-type]
-                        steps_per_observation)
-    return NeuralCDE(block, num_classes, input_shape[0], time_channel,
-                     interpolation, input_scale)  # type: ignore[arg-type]
+    return CDEIntSolve(field, interpolation, adjoint, steps)
 
 
-@register_model
-def ncde_parareal(
-    num_classes: int = 2,
-    input_shape: Sequence[int] = (1, 129),
-    hidden: int = 32,
-    width: int = 64,
-    depth: int = 1,
-    time_channel: bool = True,
-    interpolation: str = "hermite",
-    input_scale: float = 1.0,
-    steps_per_observation: int = 1,
-    coarse_field: str = "increment",
-    cache_mib: float = 64.0,
-    parareal: PararealOptions | Mapping[str, Any] | None = None,
-) -> NeuralCDE:
-    """``ncde`` solved by parareal over chunks of the series (``NeuralCDEBlock``): the fine
-    propagator is ``ncde``'s rk4 steps, so at K = N the twin is ``ncde`` (with the same
-    ``steps_per_observation``); the coarse one takes one step per chunk (``parareal.coarse``,
-    ``coarse_steps``). Same parameters as ``ncde``.
+def _cde_parareal(field: CDEField, length: int, interpolation: Interpolation, steps: int, *,
+                  coarse_field: str = "increment", cache_mib: float = 64.0,
+                  parareal: PararealOptions | Mapping[str, Any] | None = None,
+                  ) -> NeuralCDEBlock:
+    """The parareal twin's solve over chunks of the series (``NeuralCDEBlock``).
 
     Args:
-        num_classes: number of output classes.
-        input_shape: (channels, length) of the series; ``parareal.num_slices`` must divide
-            length - 1 (pad the series, e.g. with the data's ``length``).
-        hidden: size of the hidden state z.
-        width: width of the field's hidden layers.
-        depth: hidden layers of the field's MLP.
-        time_channel: time, rising from 0 to 1 over the series, as an extra channel.
-        interpolation: "hermite" (cubic Hermite with backward differences) or "linear".
-        input_scale: factor on the series' values in the path (not on time): the flow's
-            sensitivity to the series, which decides how fast parareal converges over a
-            chunk (on ACSF1, K is about N at 1 and 3 to 6 at 0.1:
-            docs/benchmarks/cde_coarse.md).
-        steps_per_observation: RK4 steps per observation (cdeint's step size 1/s): a finer,
-            costlier solve, closer to the exact CDE.
+        field: f_θ.
+        length: observations per series.
+        interpolation: the path's interpolation.
+        steps: RK4 steps per observation.
         coarse_field: the coarse step's field over a chunk: "increment" (the chunk's increment
             alone) or "log_ode" (increment and Lévy area: a depth-2 log-ODE step).
         cache_mib: memory bound of the warm-start cache, MiB (per rank).
@@ -292,13 +272,25 @@ def ncde_parareal(
             ``warm_start: true`` starts from the boundaries each sample (keyed by the batch's
             index) had when last seen. ``fine``/``fine_steps`` are the block's own.
     """
-    field = cde_field(input_shape, hidden, width, depth, time_channel, interpolation)
     options = parareal_options(parareal)
-    block = NeuralCDEBlock(
-        field, int(input_shape[1]), options.num_slices or 1,
+    return NeuralCDEBlock(
+        field, length, options.num_slices or 1,
         interpolation="cubic" if interpolation == "hermite" else "linear",
-        coarse_field=coarse_field, steps_per_observation=steps_per_observation,
+        coarse_field=coarse_field, steps_per_observation=steps,
         cache_bytes=int(cache_mib * 2**20), options=options,
     )
-    return NeuralCDE(block, num_classes, input_shape[0], time_channel,
-                     interpolation, input_scale)  # type: ignore[arg-type]
+
+
+register_twins(
+    _ncde,
+    ncde=("Neural CDE (Kidger et al. 2020) solved by ``torchcde.cdeint``.\n\n"
+          "torchcde's Hermite cubic path (backward differences) or linear path through the "
+          "observations,\ntime as a channel, torchdiffeq's ``rk4`` (3/8 rule) with one step "
+          "per observation (or\n``steps_per_observation``), a linear head on the final hidden "
+          "state.", _cdeint),
+    ncde_parareal=("``ncde`` solved by parareal over chunks of the series "
+                   "(``NeuralCDEBlock``).\n\nThe fine propagator is ``ncde``'s rk4 steps, so "
+                   "at K = N the twin is ``ncde`` (with the same\n``steps_per_observation``); "
+                   "the coarse one takes one step per chunk (``parareal.coarse``,\n"
+                   "``coarse_steps``). Same parameters as ``ncde``.", _cde_parareal),
+)

@@ -8,15 +8,18 @@ classifies. Keeping stem and head identical makes the middle blocks directly com
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import torch
 from torch import nn
 
-from pnode_zoo.models.common import StemBlockHead, parareal_block
-from pnode_zoo.models.registry import register_model
-from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealOptions, group_norm
+from pnode_zoo.models.common import (
+    StemBlockHead,
+    parareal_block,
+    register_twins,
+    residual_stack,
+    torchdiffeq_block,
+)
+from pnode_zoo.ode import ConvVectorField, group_norm
 
 __all__ = ["ResidualStack", "image_head", "image_stem", "odenet", "odenet_parareal", "resnet"]
 
@@ -35,105 +38,33 @@ def image_head(width: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(group_norm(width), nn.ReLU(), *pool, nn.Linear(width, num_classes))
 
 
-class ResidualStack(nn.Module):
-    """x_{k+1} = x_k + f_k(t_k, x_k): the forward-Euler network of k conv vector fields.
-
-    Args:
-        fields: one vector field per residual block.
-    """
-
-    def __init__(self, fields: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.fields = nn.ModuleList(fields)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for k, field in enumerate(self.fields):
-            x = x + field(torch.tensor(k / len(self.fields), dtype=x.dtype), x)
-        return x
-
-
-@register_model
-def odenet(
+def _odenet(
+    block: Callable[..., nn.Module],
     num_classes: int = 10,
     input_shape: Sequence[int] = (1, 8, 8),
     width: int = 32,
     downsample: int = 0,
-    t1: float = 1.0,
-    method: str = "rk4",
-    steps: int = 4,
-    rtol: float = 1e-3,
-    atol: float = 1e-4,
-    adjoint: bool = False,
 ) -> StemBlockHead:
-    """ODE-Net: stem -> torchdiffeq ODE block (one conv vector field) -> head.
+    """The image classifiers' frame: stem -> ``block`` of conv vector fields -> head.
 
     Args:
         num_classes: number of output classes.
         input_shape: (channels, height, width) of the images.
-        width: channels of the ODE state.
+        width: channels of the state the block transforms.
         downsample: stride-2 convolutions in the stem (2 for 28x28 inputs).
-        t1: integration horizon [0, t1].
-        method: torchdiffeq method.
-        steps: fixed-grid steps over [0, t1].
-        rtol: relative tolerance (adaptive methods).
-        atol: absolute tolerance (adaptive methods).
-        adjoint: backpropagate with torchdiffeq's continuous adjoint.
     """
-    block = ODEBlock(ConvVectorField(width), 0.0, t1, method, steps, rtol, atol, adjoint)
+    body = block(lambda: ConvVectorField(width))
     return StemBlockHead(
-        image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)
+        image_stem(input_shape[0], width, downsample), body, image_head(width, num_classes)
     )
 
 
-@register_model
-def odenet_parareal(
-    num_classes: int = 10,
-    input_shape: Sequence[int] = (1, 8, 8),
-    width: int = 32,
-    downsample: int = 0,
-    t1: float = 1.0,
-    per_slice: bool = False,
-    parareal: PararealOptions | Mapping[str, Any] | None = None,
-) -> StemBlockHead:
-    """ODE-Net with a parareal block: stem -> PararealODEBlock (conv vector field) -> head.
-
-    Args:
-        num_classes: number of output classes.
-        input_shape: (channels, height, width) of the images.
-        width: channels of the ODE state.
-        downsample: stride-2 convolutions in the stem (2 for 28x28 inputs).
-        t1: integration horizon [0, t1].
-        per_slice: one vector field per slice (a continuous-depth ResNet of N stages) instead
-            of one shared field.
-        parareal: the block's ``PararealOptions`` (a mapping of some of its fields: slices,
-            coarse and fine solvers, tolerance, iteration cap, gradient), on top of the zoo's
-            defaults ``ZOO_PARAREAL`` (4 slices of one RK4 step, one Euler coarse step,
-            tol 1e-3, the exact ``unrolled`` gradient).
-    """
-    block = parareal_block(lambda: ConvVectorField(width), t1, per_slice, parareal)
-    return StemBlockHead(
-        image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)
-    )
-
-
-@register_model
-def resnet(
-    num_classes: int = 10,
-    input_shape: Sequence[int] = (1, 8, 8),
-    width: int = 32,
-    downsample: int = 0,
-    num_blocks: int = 4,
-) -> StemBlockHead:
-    """ResNet baseline: the ODE-Net's stem and head around ``num_blocks`` residual blocks.
-
-    Args:
-        num_classes: number of output classes.
-        input_shape: (channels, height, width) of the images.
-        width: channels of the residual state.
-        downsample: stride-2 convolutions in the stem (2 for 28x28 inputs).
-        num_blocks: residual blocks, each x + f_k(x) with its own conv vector field.
-    """
-    block = ResidualStack([ConvVectorField(width) for _ in range(num_blocks)])
-    return StemBlockHead(
-        image_stem(input_shape[0], width, downsample), block, image_head(width, num_classes)
-    )
+register_twins(
+    _odenet,
+    odenet=("ODE-Net: stem -> torchdiffeq ODE block (one conv vector field) -> head.",
+            torchdiffeq_block),
+    odenet_parareal=("ODE-Net with a parareal block: stem -> PararealODEBlock (conv vector "
+                     "field) -> head.", parareal_block),
+    resnet=("ResNet baseline: the ODE-Net's stem and head around ``num_blocks`` residual "
+            "blocks.", residual_stack),
+)

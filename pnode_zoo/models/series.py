@@ -10,16 +10,20 @@ pooling head. All are ``StemBlockHead``s, so ``nfe`` is the ODE block's evaluati
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from pnode_zoo.errors import UserInputError
-from pnode_zoo.models.common import StemBlockHead, parareal_block
+from pnode_zoo.models.common import (
+    StemBlockHead,
+    parareal_block,
+    register_twins,
+    torchdiffeq_block,
+)
 from pnode_zoo.models.registry import register_model
-from pnode_zoo.ode import ConvVectorField, ODEBlock, PararealOptions, group_norm
+from pnode_zoo.ode import ConvVectorField, group_norm
 
 __all__ = [
     "ResidualBlock1d",
@@ -139,8 +143,8 @@ def resnet1d(
     return StemBlockHead(blocks[0], nn.Sequential(*blocks[1:]), head)
 
 
-@register_model
-def odenet1d(
+def _odenet1d(
+    block: Callable[..., nn.Module],
     num_classes: int = 2,
     input_shape: Sequence[int] = (1, 150),
     width: int = 64,
@@ -149,14 +153,8 @@ def odenet1d(
     stem_layers: int = 1,
     downsample: int = 0,
     kernel_size: int = 3,
-    t1: float = 1.0,
-    method: str = "rk4",
-    steps: int = 4,
-    rtol: float = 1e-3,
-    atol: float = 1e-4,
-    adjoint: bool = False,
 ) -> StemBlockHead:
-    """ODE-Net for series: conv stem -> torchdiffeq ODE block (1-d conv vector field) -> head.
+    """ODE-Net for series: conv stem -> ODE block (1-d conv vector field) -> pooling head.
 
     Args:
         num_classes: number of output classes.
@@ -169,61 +167,18 @@ def odenet1d(
             ``stem_kernel``, 5, 3); more than 1 needs ``stem_batch_norm``.
         downsample: stride-2 convolutions in the stem (halve the length each).
         kernel_size: odd kernel size of the vector field's convolutions.
-        t1: integration horizon [0, t1].
-        method: torchdiffeq method.
-        steps: fixed-grid steps over [0, t1].
-        rtol: relative tolerance (adaptive methods).
-        atol: absolute tolerance (adaptive methods).
-        adjoint: backpropagate with torchdiffeq's continuous adjoint.
     """
-    block = ODEBlock(
-        ConvVectorField(width, kernel_size, dims=1), t0=0.0, t1=t1, method=method, steps=steps,
-        rtol=rtol, atol=atol, adjoint=adjoint,
-    )
+    body = block(lambda: ConvVectorField(width, kernel_size, dims=1))
     stem = series_stem(
         input_shape[0], width, stem_kernel, downsample, stem_batch_norm, stem_layers
     )
-    return StemBlockHead(stem, block, series_head(width, num_classes))
+    return StemBlockHead(stem, body, series_head(width, num_classes))
 
 
-@register_model
-def odenet1d_parareal(
-    num_classes: int = 2,
-    input_shape: Sequence[int] = (1, 150),
-    width: int = 64,
-    stem_kernel: int = 7,
-    stem_batch_norm: bool = False,
-    stem_layers: int = 1,
-    downsample: int = 0,
-    kernel_size: int = 3,
-    t1: float = 1.0,
-    per_slice: bool = False,
-    parareal: PararealOptions | Mapping[str, Any] | None = None,
-) -> StemBlockHead:
-    """ODE-Net for series with a parareal block: ``odenet1d``'s stem and head around a
-    PararealODEBlock.
-
-    Args:
-        num_classes: number of output classes.
-        input_shape: (channels, length) of the series.
-        width: channels of the ODE state.
-        stem_kernel: kernel size of the stem's first convolution.
-        stem_batch_norm: BatchNorm and ReLU after that convolution (it runs once, before the
-            ODE block, so batch statistics are safe there, unlike inside the field).
-        stem_layers: conv-BN-ReLU layers in the stem (FCN's first layers, kernels
-            ``stem_kernel``, 5, 3); more than 1 needs ``stem_batch_norm``.
-        downsample: stride-2 convolutions in the stem (halve the length each).
-        kernel_size: odd kernel size of the vector field's convolutions.
-        t1: integration horizon [0, t1].
-        per_slice: one vector field per slice instead of one shared field.
-        parareal: the block's ``PararealOptions`` (a mapping of some of its fields), on top of
-            the zoo's defaults ``ZOO_PARAREAL`` (4 slices of one RK4 step, one Euler coarse
-            step, tol 1e-3, the exact ``unrolled`` gradient).
-    """
-    block = parareal_block(
-        lambda: ConvVectorField(width, kernel_size, dims=1), t1, per_slice, parareal
-    )
-    stem = series_stem(
-        input_shape[0], width, stem_kernel, downsample, stem_batch_norm, stem_layers
-    )
-    return StemBlockHead(stem, block, series_head(width, num_classes))
+register_twins(
+    _odenet1d,
+    odenet1d=("ODE-Net for series: conv stem -> torchdiffeq ODE block (1-d conv vector "
+              "field) -> head.", torchdiffeq_block),
+    odenet1d_parareal=("ODE-Net for series with a parareal block: ``odenet1d``'s stem and "
+                       "head around a PararealODEBlock.", parareal_block),
+)

@@ -12,15 +12,14 @@ integer points are every sample's own observation times.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from pnode_zoo.errors import UserInputError
-from pnode_zoo.models.common import parareal_options
-from pnode_zoo.models.registry import register_model
+from pnode_zoo.models.common import parareal_options, register_twins
 from pnode_zoo.ode import (
     IrregularTimeField,
     MLPVectorField,
@@ -28,6 +27,7 @@ from pnode_zoo.ode import (
     PararealODEBlock,
     PararealOptions,
 )
+from pnode_zoo.ode.methods import FORECAST_TOLERANCES
 
 __all__ = [
     "TrajectoryGRU",
@@ -169,64 +169,6 @@ def forecast_interval(times: Sequence[float]) -> tuple[float, float, int]:
     return float(grid[0]), float(grid[-1]), len(grid) - 1
 
 
-@register_model
-def trajectory_node(
-    input_shape: Sequence[int] = (1, 2),
-    times: Sequence[float] = (0.0, 1.0),
-    augment: int = 0,
-    hidden: int = 64,
-    layers: int = 2,
-    method: str = "rk4",
-    steps: int = 1,
-    rtol: float = 1e-5,
-    atol: float = 1e-6,
-    irregular: bool = False,
-) -> TrajectoryNODE:
-    """Neural ODE forecaster: the observed state (+ augmentation) integrated by torchdiffeq.
-
-    Args:
-        input_shape: (history length K, state dimension D) of one input.
-        times: equally spaced observation times; the input ends at times[0], the output is
-            at times[1:].
-        augment: extra unobserved state dimensions, initialised from the history.
-        hidden: width of the MLP vector field.
-        layers: hidden layers of the MLP vector field.
-        method: torchdiffeq method.
-        steps: fixed-grid steps per interval between observation times.
-        rtol: relative tolerance (adaptive methods).
-        atol: absolute tolerance (adaptive methods).
-        irregular: forecast irregularly sampled series (set from the data module); ``steps``
-            are then per interval between two observations, whatever its length.
-    """
-    history, state_dim = input_shape
-    field, t0, t1, intervals = _field(state_dim + augment, hidden, layers, times, irregular)
-    block = ODEBlock(field, t0, t1, method, steps * intervals, rtol, atol,
-                     return_trajectory=True, num_intervals=intervals)
-    return TrajectoryNODE(block, state_dim, history, augment, irregular=irregular)
-
-
-@register_model
-def trajectory_gru(
-    input_shape: Sequence[int] = (1, 2),
-    times: Sequence[float] = (0.0, 1.0),
-    hidden: int = 64,
-    irregular: bool = False,
-) -> TrajectoryGRU:
-    """GRU forecaster stepping from one observation time to the next: the discrete baseline.
-
-    Args:
-        input_shape: (history length K, state dimension D) of one input.
-        times: equally spaced observation times; the input ends at times[0], the output is
-            at times[1:].
-        hidden: size of the GRU's hidden state.
-        irregular: forecast irregularly sampled series (set from the data module).
-    """
-    history, state_dim = input_shape
-    t0, t1, intervals = forecast_interval(times)
-    return TrajectoryGRU(state_dim, history, [(t1 - t0) / intervals] * intervals, hidden,
-                         irregular)
-
-
 def _field(dim: int, hidden: int, layers: int, times: Sequence[float],
            irregular: bool) -> tuple[nn.Module, float, float, int]:
     """The MLP field and the interval the block solves over: the forecast times, or for an
@@ -238,35 +180,91 @@ def _field(dim: int, hidden: int, layers: int, times: Sequence[float],
     return field, t0, t1, intervals
 
 
-@register_model
-def trajectory_node_parareal(
+def _forecaster(
+    model: Callable[..., nn.Module],
     input_shape: Sequence[int] = (1, 2),
     times: Sequence[float] = (0.0, 1.0),
-    augment: int = 0,
-    hidden: int = 64,
-    layers: int = 2,
-    parareal: PararealOptions | Mapping[str, Any] | None = None,
     irregular: bool = False,
-) -> TrajectoryNODE:
-    """Neural ODE forecaster with a parareal block whose slice boundaries include every
-    forecast time, so the block's trajectory output holds the forecast.
+) -> nn.Module:
+    """The forecasters' frame: ``model`` for the data's history, state and times.
 
     Args:
         input_shape: (history length K, state dimension D) of one input.
         times: equally spaced observation times; the input ends at times[0], the output is
             at times[1:].
+        irregular: forecast irregularly sampled series (set from the data module); an ODE
+            forecaster's steps (and slices) are then per interval between two observations,
+            whatever its length.
+    """
+    history, state_dim = input_shape
+    return model(history, state_dim, times, irregular)
+
+
+def _gru(history: int, state_dim: int, times: Sequence[float], irregular: bool, *,
+         hidden: int = 64) -> TrajectoryGRU:
+    """The GRU baseline.
+
+    Args:
+        hidden: size of the GRU's hidden state.
+    """
+    t0, t1, intervals = forecast_interval(times)
+    return TrajectoryGRU(state_dim, history, [(t1 - t0) / intervals] * intervals, hidden,
+                         irregular)
+
+
+def _node(block: Callable[..., tuple[nn.Module, int]], history: int, state_dim: int,
+          times: Sequence[float], irregular: bool, *, augment: int = 0, hidden: int = 64,
+          layers: int = 2) -> TrajectoryNODE:
+    """The neural ODE forecaster: the observed state (+ augmentation) integrated by ``block``.
+
+    Args:
         augment: extra unobserved state dimensions, initialised from the history.
         hidden: width of the MLP vector field.
         layers: hidden layers of the MLP vector field.
+    """
+    field, t0, t1, intervals = _field(state_dim + augment, hidden, layers, times, irregular)
+    body, stride = block(field, t0, t1, intervals)
+    return TrajectoryNODE(body, state_dim, history, augment, stride, irregular)
+
+
+def _forecast_by_torchdiffeq(
+    field: nn.Module, t0: float, t1: float, intervals: int, *, method: str = "rk4",
+    steps: int = 1, rtol: float = FORECAST_TOLERANCES.rtol,
+    atol: float = FORECAST_TOLERANCES.atol,
+) -> tuple[ODEBlock, int]:
+    """The plain forecaster's block: one torchdiffeq solve through every forecast time.
+
+    Args:
+        field: the vector field.
+        t0: the origin.
+        t1: the last forecast time.
+        intervals: forecast intervals.
+        method: torchdiffeq method (``methods.METHODS``).
+        steps: fixed-grid steps per interval between observation times.
+        rtol: relative tolerance of an adaptive method (``methods.FORECAST_TOLERANCES``).
+        atol: its absolute tolerance.
+    """
+    block = ODEBlock(field, t0, t1, method, steps * intervals, rtol, atol,
+                     return_trajectory=True, num_intervals=intervals)
+    return block, 1
+
+
+def _forecast_by_parareal(
+    field: nn.Module, t0: float, t1: float, intervals: int, *,
+    parareal: PararealOptions | Mapping[str, Any] | None = None,
+) -> tuple[PararealODEBlock, int]:
+    """The parareal forecaster's block, whose slice boundaries include every forecast time.
+
+    Args:
+        field: the vector field.
+        t0: the origin.
+        t1: the last forecast time.
+        intervals: forecast intervals.
         parareal: the block's ``PararealOptions`` (a mapping of some of its fields) on top of
             the zoo's defaults ``ZOO_PARAREAL`` (one RK4 step per slice, one Euler coarse step,
             tol 1e-3, the exact ``unrolled`` gradient); ``num_slices`` must be a multiple of
             the forecast intervals (None: one slice per interval).
-        irregular: forecast irregularly sampled series (set from the data module); slices and
-            steps are then per interval between two observations, whatever its length.
     """
-    history, state_dim = input_shape
-    field, t0, t1, intervals = _field(state_dim + augment, hidden, layers, times, irregular)
     given = parareal.as_dict() if isinstance(parareal, PararealOptions) else dict(parareal or {})
     options = parareal_options({"num_slices": intervals, **given})
     if options.num_slices % intervals:
@@ -275,5 +273,16 @@ def trajectory_node_parareal(
             "forecast intervals"
         )
     block = PararealODEBlock(field, t0, t1, options, return_trajectory=True)
-    return TrajectoryNODE(block, state_dim, history, augment, options.num_slices // intervals,
-                          irregular)
+    return block, options.num_slices // intervals
+
+
+register_twins(
+    _forecaster,
+    trajectory_node=("Neural ODE forecaster: the observed state (+ augmentation) integrated by "
+                     "torchdiffeq.", _node, _forecast_by_torchdiffeq),
+    trajectory_node_parareal=("Neural ODE forecaster with a parareal block whose slice "
+                              "boundaries include every forecast time.", _node,
+                              _forecast_by_parareal),
+    trajectory_gru=("GRU forecaster stepping from one observation time to the next: the "
+                    "discrete baseline.", _gru),
+)

@@ -5,14 +5,11 @@ from __future__ import annotations
 import torch
 import torchdiffeq
 from torch import nn
-from torchdiffeq._impl.odeint import SOLVERS
 
 from pnode_zoo.errors import UserInputError
+from pnode_zoo.ode.methods import METHODS, MODEL_TOLERANCES, method_names
 
-__all__ = ["FIXED_GRID_METHODS", "ODEBlock"]
-
-FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams",
-                      "implicit_adams")
+__all__ = ["ODEBlock"]
 
 
 class _CountingField(nn.Module):
@@ -35,9 +32,9 @@ class ODEBlock(nn.Module):
         func: the vector field, an ``nn.Module`` called as ``func(t, x)``.
         t0: start time.
         t1: end time.
-        method: any torchdiffeq method name ("rk4", "euler", "dopri5", ...).
+        method: any torchdiffeq method name ("rk4", "euler", "dopri5", ...: ``methods.METHODS``).
         steps: number of steps for fixed-grid methods (ignored by adaptive ones).
-        rtol: relative tolerance of adaptive methods.
+        rtol: relative tolerance of adaptive methods (``methods.MODEL_TOLERANCES``).
         atol: absolute tolerance of adaptive methods.
         adjoint: use ``odeint_adjoint`` (memory O(1) in steps, recomputes the solve backwards).
         return_trajectory: return the states at the ``num_intervals + 1`` equally spaced times
@@ -56,8 +53,8 @@ class ODEBlock(nn.Module):
         t1: float = 1.0,
         method: str = "rk4",
         steps: int = 4,
-        rtol: float = 1e-3,
-        atol: float = 1e-4,
+        rtol: float = MODEL_TOLERANCES.rtol,
+        atol: float = MODEL_TOLERANCES.atol,
         adjoint: bool = False,
         return_trajectory: bool = False,
         num_intervals: int = 1,
@@ -65,14 +62,14 @@ class ODEBlock(nn.Module):
         super().__init__()
         if t1 <= t0:
             raise UserInputError(f"t1 must be greater than t0, got t0={t0}, t1={t1}")
-        if method not in SOLVERS:
-            known = ", ".join(sorted(SOLVERS))
+        if method not in method_names():
+            known = ", ".join(method_names())
             raise UserInputError(f"unknown ODE method {method!r}; choose one of: {known}")
         if steps < 1 or num_intervals < 1:
             raise UserInputError(
                 f"steps and num_intervals must be at least 1, got {steps} and {num_intervals}"
             )
-        if method in FIXED_GRID_METHODS and steps % num_intervals:
+        if METHODS[method].fixed_grid and steps % num_intervals:
             raise UserInputError(
                 f"steps ({steps}) must be a multiple of num_intervals ({num_intervals}) so that "
                 "every output time is on the fixed grid"
@@ -91,7 +88,7 @@ class ODEBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         counted = _CountingField(self.func)
         kwargs = {"rtol": self.rtol, "atol": self.atol, "method": self.method}
-        if self.method in FIXED_GRID_METHODS:
+        if METHODS[self.method].fixed_grid:
             kwargs["options"] = {"grid_constructor": self._step_grid}
         if self.adjoint:
             kwargs["adjoint_params"] = tuple(self.func.parameters())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pnode_zoo.errors import UserInputError
+from pnode_zoo.ode.methods import PROPAGATOR_TOLERANCES
 from pnode_zoo.ode.propagators import Propagator
 
 __all__ = ["BACKWARD_MODES", "PararealOptions"]
@@ -33,11 +34,12 @@ class PararealOptions:
 
     Args:
         num_slices: N, time slices (None: one per module of a per-slice field sequence, else 1).
-        coarse: method of the coarse propagator G (a name from ``propagators.SOLVERS``).
+        coarse: method of the coarse propagator G (a propagator's, from ``methods.METHODS``).
         coarse_steps: steps per slice of G (fixed-step and implicit methods).
         fine: method of the fine propagator F.
         fine_steps: steps per slice of F (fixed-step and implicit methods).
-        rtol: relative tolerance of adaptive methods.
+        rtol: relative tolerance of adaptive methods (``methods.PROPAGATOR_TOLERANCES``: far
+            below ``tol``, see there why).
         atol: absolute tolerance of adaptive methods.
         newton_tol: Newton tolerance of implicit methods (None: 10 machine epsilons).
         newton_max_iters: Newton iterations allowed per implicit step.
@@ -83,8 +85,8 @@ class PararealOptions:
     coarse_steps: int = 1
     fine: str = "rk4"
     fine_steps: int = 8
-    rtol: float = 1e-7
-    atol: float = 1e-9
+    rtol: float = PROPAGATOR_TOLERANCES.rtol
+    atol: float = PROPAGATOR_TOLERANCES.atol
     newton_tol: float | None = None
     newton_max_iters: int = 20
     max_iters: int | None = None

@@ -1,11 +1,12 @@
 """Propagators: solve dx/dt = f(t, x) across one time slice with a method chosen by name.
 
-Every method is listed once, in ``SOLVERS``. Explicit Runge-Kutta methods, fixed-step and
-adaptive, are torchdiffeq's: the adaptive ones run through ``odeint``, the fixed-step ones
-step its tableaus here (see ``Tableau``); the implicit ones are the Newton-solved theta-methods of
-``implicit.py``. A propagator solves a set of slices at once, stacked along the batch, in
-normalised time tau in [0, 1] (slice g's time is start_g + tau * span_g): that is how slices
-with different start times, and different lengths, share one batched solve.
+Methods are named in ``methods.METHODS``, the zoo's one table. Explicit Runge-Kutta methods,
+fixed-step and adaptive, are torchdiffeq's: the adaptive ones run through ``odeint``, the
+fixed-step ones step its tableaus here (see ``methods.Tableau``); the implicit ones are the
+Newton-solved theta-methods of ``implicit.py``. A propagator solves a set of slices at once,
+stacked along the batch, in normalised time tau in [0, 1] (slice g's time is start_g + tau *
+span_g): that is how slices with different start times, and different lengths, share one
+batched solve.
 """
 
 from __future__ import annotations
@@ -18,70 +19,11 @@ from torchdiffeq import odeint
 
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode.implicit import theta_method
+from pnode_zoo.ode.methods import METHODS, PROPAGATOR_TOLERANCES, Method, Tableau, method_names
 
 __all__ = ["Method", "Propagator", "SOLVERS", "SliceField", "Tableau", "Work"]
 
 SliceField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Tableau:
-    """An explicit Runge-Kutta method: k_i = f(t + c_i dt, y + dt sum_j a_ij k_j),
-    y' = y + dt sum_i b_i k_i.
-
-    torchdiffeq's ``odeint`` checks its time grid on the host (7 + steps reads of a tensor's
-    value per solve; on a GPU each waits for the device's queued work) and no public argument
-    skips the checks. A propagator's grid is uniform in [0, 1] by construction, so the
-    fixed-step methods step torchdiffeq's tableaus here, with no read of a value
-    (tests/ode/test_solver_table.py checks each against torchdiffeq's solve on the same grid).
-
-    Args:
-        c: the stages' nodes.
-        a: per stage, its coefficients of the earlier stages.
-        b: the weights of the stages.
-    """
-
-    c: tuple[float, ...]
-    a: tuple[tuple[float, ...], ...]
-    b: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Method:
-    """One entry of the method table.
-
-    Args:
-        kind: ``"fixed"`` (explicit, fixed steps), ``"adaptive"`` (explicit, error control with
-            rtol/atol) or ``"implicit"`` (theta-method solved by Newton).
-        order: classical order of accuracy.
-        theta: implicitness of a theta-method (1 = backward Euler, 1/2 = trapezoid).
-        tableau: the coefficients of a fixed-step method.
-    """
-
-    kind: str
-    order: int
-    theta: float = 0.0
-    tableau: Tableau | None = None
-
-
-SOLVERS: dict[str, Method] = {
-    "euler": Method("fixed", 1, tableau=Tableau((0.0,), ((),), (1.0,))),
-    "midpoint": Method("fixed", 2, tableau=Tableau((0.0, 0.5), ((), (0.5,)), (0.0, 1.0))),
-    "heun2": Method("fixed", 2, tableau=Tableau((0.0, 1.0), ((), (1.0,)), (0.5, 0.5))),
-    "heun3": Method("fixed", 3, tableau=Tableau(
-        (0.0, 1 / 3, 2 / 3), ((), (1 / 3,), (0.0, 2 / 3)), (0.25, 0.0, 0.75))),
-    # torchdiffeq's rk4 is the 3/8 rule, not the classic RK4
-    "rk4": Method("fixed", 4, tableau=Tableau(
-        (0.0, 1 / 3, 2 / 3, 1.0), ((), (1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
-        (0.125, 0.375, 0.375, 0.125))),
-    "adaptive_heun": Method("adaptive", 2),
-    "fehlberg2": Method("adaptive", 2),
-    "bosh3": Method("adaptive", 3),
-    "dopri5": Method("adaptive", 5),
-    "dopri8": Method("adaptive", 8),
-    "backward_euler": Method("implicit", 1, theta=1.0),
-    "trapezoid": Method("implicit", 2, theta=0.5),
-}
 
 
 @dataclass
@@ -110,9 +52,9 @@ class Propagator:
     """A solver for one time slice, validated on construction.
 
     Args:
-        method: a name from ``SOLVERS``.
+        method: a propagator's method, a name from ``methods.METHODS``.
         steps: steps per slice for fixed-step and implicit methods (ignored by adaptive ones).
-        rtol: relative tolerance of adaptive methods.
+        rtol: relative tolerance of adaptive methods (``methods.PROPAGATOR_TOLERANCES``).
         atol: absolute tolerance of adaptive methods.
         newton_tol: Newton tolerance of implicit methods, relative to the size of the terms of
             the step equation; None means 10 machine epsilons of the state's dtype (the rounding
@@ -123,17 +65,17 @@ class Propagator:
 
     method: str
     steps: int = 1
-    rtol: float = 1e-7
-    atol: float = 1e-9
+    rtol: float = PROPAGATOR_TOLERANCES.rtol
+    atol: float = PROPAGATOR_TOLERANCES.atol
     newton_tol: float | None = None
     newton_max_iters: int = 20
     name: str = "method"
 
     def __post_init__(self) -> None:
-        if self.method not in SOLVERS:
+        known = method_names(propagator=True)
+        if self.method not in known:
             raise UserInputError(
-                f"{self.name}: unknown method {self.method!r}; known methods: "
-                + ", ".join(sorted(SOLVERS))
+                f"{self.name}: unknown method {self.method!r}; known methods: " + ", ".join(known)
             )
         if not isinstance(self.steps, int) or self.steps < 1:
             raise UserInputError(f"{self.name}_steps must be an integer >= 1, got {self.steps!r}")
@@ -148,7 +90,7 @@ class Propagator:
 
     @property
     def info(self) -> Method:
-        return SOLVERS[self.method]
+        return METHODS[self.method]
 
     def __call__(
         self,

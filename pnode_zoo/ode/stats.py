@@ -18,6 +18,7 @@ that rank, so feed it from a one-process call to model a P-rank run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pnode_zoo.ode.propagators import Work
@@ -145,6 +146,15 @@ class PararealStats:
                 total += max(owned, 0) * units
         return total
 
+    def sequential_nfe(self, phase: str = "forward") -> int:
+        """Units of the work done one slice after another (the coarse sweep), which the
+        critical path carries whole at any number of ranks; the rest is batched.
+
+        Args:
+            phase: ``"forward"`` or ``"backward"``.
+        """
+        return self._sequential[phase]
+
     def serial_fine_nfe(self) -> float:
         """Units of the serial fine solve of all slices (measured per-slice cost of F x N)."""
         fine = [(stop - start, units) for p, k, start, stop, units in self._batched
@@ -178,3 +188,17 @@ class PararealStats:
         if self.backward_residuals:
             out["backward_residual"] = self.backward_residuals[-1]
         return out
+
+
+def time_group_critical_path(sequential: Sequence[float], batched: Sequence[float]) -> float:
+    """The critical path of a time group from its ranks' own records (each rank records only
+    its chunk): the whole coarse sweep, every rank's part of it in turn, plus the busiest rank's
+    batched work (the last rank's, in every iteration of the classic schedule). Fed with the
+    ranks' ``sequential_nfe`` and ``critical_path_nfe(1) - sequential_nfe``, it equals
+    ``critical_path_nfe(P)`` of the same call on one process (tested).
+
+    Args:
+        sequential: per rank, units of its sequential work.
+        batched: per rank, units of its batched work.
+    """
+    return sum(sequential) + max(batched)

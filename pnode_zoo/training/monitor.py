@@ -35,6 +35,7 @@ from pytorch_lightning.utilities.data import extract_batch_size
 
 from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode import PararealODEBlock, PararealStats
+from pnode_zoo.ode.stats import time_group_critical_path
 from pnode_zoo.training import panels
 from pnode_zoo.training.figures import log_figure, residual_figure, timeline_figure
 
@@ -49,7 +50,7 @@ FIELDS = (
     "forward_seconds",       # wall time of the block's forward
     "forward_fine_seconds",  # inside the fine propagator during the forward
     "forward_units",         # f units this rank spent in the forward (cost model, P = 1)
-    "forward_coarse_nfe",    # of which the coarse sweep's
+    "forward_sequential",    # of which the coarse sweep's
     "serial_units",          # f units of the serial fine solve (cost model)
     "missed", "val_calls", "val_missed",
     "cache_hits", "cache_lookups",  # of warm-start caches (NeuralCDEBlock)
@@ -74,7 +75,7 @@ class RunMonitor(pl.Callback):
         self._blocks: list[PararealODEBlock] = []
         self._hooks: list[Any] = []
         self._started: dict[int, float] = {}
-        self._forward: dict[int, tuple[PararealStats, float, float, int]] = {}
+        self._forward: dict[int, tuple[PararealStats, float, float]] = {}
         self._last: list[PararealStats] = []
         self._cache_before: dict[int, tuple[int, int]] = {}
         self._step_cache = [0, 0]  # hits, look-ups of the training step's calls
@@ -129,7 +130,7 @@ class RunMonitor(pl.Callback):
             missed = int(not stats.converged and stats.tol > 0)
             if stage == "train":
                 seconds = time.perf_counter() - self._started.pop(index, time.perf_counter())
-                self._forward[index] = (stats, seconds, stats.time_fine, stats.nfe_coarse)
+                self._forward[index] = (stats, seconds, stats.time_fine)
                 self._sums["missed"] += missed
                 if index in self._cache_before:
                     hits, lookups = self._cache_before.pop(index)
@@ -165,8 +166,8 @@ class RunMonitor(pl.Callback):
         calls = [self._forward.pop(index) for index in sorted(self._forward)]
         if calls:
             self._last = [stats for stats, *_ in calls]
-        for stats, seconds, fine_seconds, coarse_nfe in calls:
-            self._add(stats, seconds, fine_seconds, coarse_nfe)
+        for stats, seconds, fine_seconds in calls:
+            self._add(stats, seconds, fine_seconds)
         every = trainer.log_every_n_steps
         if every and trainer.global_step % every == 0 and trainer.is_global_zero:
             metrics = {} if self._lr is None else {panels.LEARNING_RATE: self._lr}
@@ -179,8 +180,7 @@ class RunMonitor(pl.Callback):
         self._sums["cache_lookups"] += self._step_cache[1]
         self._step_cache = [0, 0]
 
-    def _add(self, stats: PararealStats, seconds: float, fine_seconds: float,
-             coarse_nfe: int) -> None:
+    def _add(self, stats: PararealStats, seconds: float, fine_seconds: float) -> None:
         """Add one training call (forward and backward done) to the epoch's sums."""
         sums = self._sums
         for name in FIELDS[1:11]:
@@ -190,7 +190,7 @@ class RunMonitor(pl.Callback):
         sums["forward_seconds"] += seconds
         sums["forward_fine_seconds"] += fine_seconds
         sums["forward_units"] += stats.critical_path_nfe(1, "forward")
-        sums["forward_coarse_nfe"] += coarse_nfe
+        sums["forward_sequential"] += stats.sequential_nfe("forward")
         serial = stats.serial_fine_nfe()
         sums["serial_units"] += 0.0 if math.isnan(serial) else serial
         for per_iteration, values in zip(
@@ -258,9 +258,7 @@ class RunMonitor(pl.Callback):
 
         Rows are global ranks; ranks r = d * P + t form data group d's time group. Counts of f
         are summed over a time group and averaged over data groups; the forward's critical path
-        of the classic schedule is the whole coarse sweep plus the busiest rank's batched work
-        (the last rank of the group, in every iteration), which equals the cost model of
-        ``PararealStats.critical_path_nfe(P)`` fed with a one-process call.
+        is ``stats.time_group_critical_path`` of the ranks' records.
         """
         column = {name: rows[:, i] for i, name in enumerate(FIELDS)}
         data_groups = rows.shape[0] // ranks
@@ -282,9 +280,9 @@ class RunMonitor(pl.Callback):
         if lookups:
             metrics[panels.EPOCH_CACHE_HIT_RATE] = float(column["cache_hits"].sum()) / lookups
         group = {name: values[:ranks] for name, values in column.items()}
-        coarse = group["forward_coarse_nfe"]
-        fine_units = group["forward_units"] - coarse
-        critical_path = float(coarse.sum() + fine_units.max())
+        fine_units = group["forward_units"] - group["forward_sequential"]
+        critical_path = time_group_critical_path(group["forward_sequential"].tolist(),
+                                                 fine_units.tolist())
         metrics[panels.NFE_CRITICAL_PATH] = critical_path / calls
         if ranks > 1:
             for rank, row in enumerate(rows):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from pnode_zoo.ode.propagators import SOLVERS, Propagator, Work
+from pnode_zoo.ode.methods import METHODS
+from pnode_zoo.ode.propagators import Propagator, Work
 
 F64 = torch.float64
 
@@ -23,7 +24,7 @@ def test_implicit_step_on_a_linear_problem_is_the_closed_form_with_one_solve(
     work = Work()
     with torch.no_grad():
         out = Propagator(method, steps, newton_tol=1e-12)(field, start, length, x0, work)
-    theta = SOLVERS[method].theta
+    theta = METHODS[method].theta
     h, eye, a, b = span / steps, torch.eye(3, dtype=F64), field.a.detach(), field.b.detach()
     x = x0
     for i in range(steps):

@@ -1,4 +1,5 @@
-"""Every method of ``SOLVERS``, as a propagator and as either propagator of a parareal block,
+"""The method table against torchdiffeq: the methods it names and how it steps them; every
+propagator method of ``METHODS``, as a propagator and as either propagator of a parareal block,
 against the exact solution of a linear ODE and against torchdiffeq's own solve.
 
 The problem is dx/dt = A x + exp(mu t) v (A a damped rotation), whose solution from x(s) is
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,9 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from pnode_zoo.ode.methods import METHODS, method_names
 from pnode_zoo.ode.parareal_block import PararealODEBlock
-from pnode_zoo.ode.propagators import SOLVERS, Propagator, Work
+from pnode_zoo.ode.propagators import Propagator, Work
 
 F64 = torch.float64
 A = torch.tensor([[-0.5, 2.0], [-2.0, -0.5]], dtype=F64)
@@ -29,6 +32,7 @@ MU, V = 0.7, torch.tensor([1.0, -0.5], dtype=F64)
 W = torch.linalg.solve(MU * torch.eye(2, dtype=F64) - A, V)
 STARTS = torch.tensor([0.0, 0.4, 1.1], dtype=F64)  # three slices solved at once
 SPANS = torch.tensor([0.4, 0.7, 0.5], dtype=F64)
+SOLVERS = {name: METHODS[name] for name in method_names(propagator=True)}
 FIXED = sorted(m for m, info in SOLVERS.items() if info.kind != "adaptive")
 ADAPTIVE = sorted(m for m, info in SOLVERS.items() if info.kind == "adaptive")
 
@@ -47,6 +51,40 @@ def exact(x: torch.Tensor, start: torch.Tensor, span: torch.Tensor) -> torch.Ten
     decay = torch.linalg.matrix_exp(A * span[:, None, None])
     free = x - torch.exp(MU * start)[:, None] * W
     return (decay @ free[:, :, None])[:, :, 0] + torch.exp(MU * (start + span))[:, None] * W
+
+
+def test_the_table_names_every_method_of_torchdiffeq():
+    """torchdiffeq's own table is private; its public ``odeint`` names it in the error for an
+    unknown method, so a method it adds or drops shows up here."""
+    with pytest.raises(ValueError) as error:
+        odeint(Forced(), torch.ones(1, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="no_such_method")
+    listed = re.search(r"Must be one of \{(.*)\}", str(error.value))
+    assert listed, f"torchdiffeq's message for an unknown method changed: {error.value}"
+    assert sorted(re.findall(r'"(\w+)"', listed.group(1))) == method_names()
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_fixed_grid_and_adaptive_as_torchdiffeq_steps_the_method(method):
+    """A fixed-grid method's solve follows the grid it is given, an adaptive one ignores it
+    and follows its rtol; an explicit fixed-step one ignores rtol (torchdiffeq's implicit
+    Adams methods use it for their corrector)."""
+    x0, times = torch.tensor([[1.0, 0.5]], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+
+    def solve(steps: int, rtol: float) -> torch.Tensor:
+        def grid(func: object, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return torch.linspace(0.0, 1.0, steps + 1, dtype=F64)
+        with warnings.catch_warnings():  # adaptive methods warn of the unused grid
+            warnings.simplefilter("ignore")
+            return odeint(Forced(), x0, times, method=method, rtol=rtol, atol=rtol / 100,
+                          options={"grid_constructor": grid})[-1]
+
+    info = METHODS[method]
+    follows_grid = not torch.equal(solve(8, 1e-3), solve(16, 1e-3))
+    follows_rtol = not torch.equal(solve(8, 1e-3), solve(8, 1e-7))
+    assert (follows_grid, info.adaptive) == (info.fixed_grid, not info.fixed_grid)
+    if info.kind in ("fixed", "adaptive"):
+        assert follows_rtol == info.adaptive
 
 
 def test_the_method_table_is_what_the_docs_list():

@@ -1,15 +1,21 @@
-"""The modelled schedule with messages, against schedules worked out by hand, the parareal
-speedup formulas and the block's own critical-path counters."""
+"""The benchmarks' modelled schedule with messages (``benchmarks/_schedule.py``), against
+schedules worked out by hand, the parareal speedup formulas and the block's own critical-path
+counters."""
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from _schedule import CommCosts, SliceCosts, modelled_time
+
 from pnode_zoo.ode.parareal_block import PararealODEBlock
-from pnode_zoo.ode.schedule import CommCosts, SliceCosts, modelled_time
 from pnode_zoo.ode.vector_fields import MLPVectorField
 
 F, G = 10.0, 1.0

@@ -1,5 +1,10 @@
 """The time group's schedule with messages: modelled wall time of a parareal call on P ranks.
 
+The benchmarks' cost model (``comm_model.py``, ``time_parallel.py``), kept out of the numerics
+package: it replays the schedule of ``pnode_zoo/ode/parareal/`` by hand, so a change to the
+iteration must be mirrored here; ``tests/test_bench_schedule.py`` holds it to the block's own
+counters at P = 1 (and at P = N for K = 1).
+
 ``PararealStats.critical_path_nfe`` counts f-evaluations of the classic schedule and leaves
 messages out. This module replays what each rank of a time group does in a forward pass
 (``parareal/iteration.py``) and in a training step with the ``unrolled`` gradient
