@@ -15,16 +15,21 @@ field), on the first training batch of the config's data.
 2. Calibration (measured, alternating rounds): ``cdeint``, and the twin cold (the coarse
    sweep) and warm (the cache of the previous call, whose weights were one Adam-sized step
    away: every weight moved by the config's lr), forward and training step, on 1 process x 1
-   thread and on 2 ranks x 1 thread, at the config's N. The P = 1 runs give the per-call
-   overhead outside the propagators (measured minus modelled); the P = 2 runs check the
-   model.
+   thread and on 2 ranks x 1 thread, at N = 2 (``--calibration-slices``): one chunk per rank,
+   as in the scaling below, so the P = 2 run checks the model where it is used. (With several
+   chunks per rank the model, which charges a batched solve of m chunks m times one chunk,
+   overstates a rank's time: with the zoo's small field a batched step costs mostly
+   overhead, nearly independent of m.)
 3. Scaling (modelled): N = P chunks, one per rank; the series padded by repeating its last
    observation to a multiple of N steps (more steps than ``cdeint`` takes once P does not
    divide them); per-chunk seconds of F, G and their VJPs measured at that N (1 thread,
    ``comm_model.measure_slice``); K cold and warm measured by running the twin at that N on
    one process with the config's tolerance, with the errors against ``cdeint`` on the padded
-   series; the time from ``pnode_zoo.ode.schedule`` (``warm_seconds`` composes the warm
-   start); speed-ups over ``cdeint`` on the unpadded series measured in step 2 (1 thread).
+   series; the time from ``pnode_zoo.ode.schedule``: as configured (the residual all-reduced
+   after every iteration), cold and warm (``warm_seconds`` composes the warm start), and the
+   cold start's K fixed (``tol: 0``, pipelined); speed-ups over ``cdeint`` on the unpadded
+   series measured in step 2 (1 thread). Per-call work outside the propagators (the path's
+   table, head, cache) is left out; the P = 2 check shows its weight.
 
 Writes docs/benchmarks/ncde_cost_model.{json,md}.
 """
@@ -178,8 +183,8 @@ def calibration_world(rank: int, spec: dict) -> dict:
     group = create_groups(2)[0]
     out = {"ping_pong": comm_model.ping_pong(rank, comm_model.SIZES[:6], 5, spec["pairs"])}
     x = spec["x"]
-    built = models(spec["task"], spec["classes"], x.shape[1], spec["length"], spec["slices"],
-                   spec["state"])
+    built = models(spec["task"], spec["classes"], x.shape[1], spec["length"],
+                   spec["calibration_slices"], spec["state"])
     two_ranks = [name for name, _, threads in CANDIDATES if threads == 0]
     for case in ncde_length.CASES:
         fns = ncde_length.calls(built, case, x, spec["lr"], group,
@@ -207,7 +212,7 @@ def calibration_world(rank: int, spec: dict) -> dict:
 # --- modelled: the scaling table -----------------------------------------------------------
 
 def scaling(spec: dict, x: torch.Tensor, state: dict, comm: CommCosts, serial: dict,
-            overhead: dict, ranks: list[int]) -> list[dict]:
+            ranks: list[int]) -> list[dict]:
     """One row per P: N = P chunks, K and errors measured on one process, per-chunk costs
     measured at that N, modelled seconds and speed-ups over ``serial``."""
     steps0 = spec["length"] - 1
@@ -237,15 +242,18 @@ def scaling(spec: dict, x: torch.Tensor, state: dict, comm: CommCosts, serial: d
                "error_warm": ncde_length.relative(warm, reference), "measured": measured}
         for case in ncde_length.CASES:
             train = case == "train"
+            costs = comm_model.slice_costs(measured, train, block.options.recompute)
             for start, k in (("cold", k_cold), ("warm", k_warm)):
-                costs = comm_model.slice_costs(measured, train, block.options.recompute,
-                                               overhead[start][case])
                 free = seconds(costs, p, p, k, None, train, start == "warm")
                 with_comm = seconds(costs, p, p, k, comm, train, start == "warm")
                 row[f"{case}_{start}"] = {
                     "seconds_free": free, "seconds_comm": with_comm,
                     "speedup_free": serial[case] / free,
                     "speedup_comm": serial[case] / with_comm}
+            pipelined = modelled_time(costs, p, p, k_cold, comm, train=train,
+                                      pipelined=True).seconds
+            row[f"{case}_cold"].update(seconds_pipelined=pipelined,
+                                       speedup_pipelined=serial[case] / pipelined)
         rows.append(row)
         print(f"P = {p}: K cold {k_cold}, warm {k_warm}, forward warm "
               f"{row['forward_warm']['speedup_comm']:.2f}x", flush=True)
@@ -253,33 +261,25 @@ def scaling(spec: dict, x: torch.Tensor, state: dict, comm: CommCosts, serial: d
 
 
 def calibrate(ranks_out: list[dict], spec: dict, comm: CommCosts) -> dict:
-    """Medians of the calibration; overhead = measured minus modelled at P = 1; the P = 2
-    model beside the 2-rank measurement."""
+    """Medians of the calibration, and the P = 2 model beside the 2-rank measurement."""
     rank0, rank1 = ranks_out
-    measured, n = rank0["slice_costs"], spec["slices"]
-    recompute = spec["recompute"]
-    out: dict = {"overhead": {"cold": {}, "warm": {}}, "rows": []}
+    measured, n = rank0["slice_costs"], spec["calibration_slices"]
+    out: dict = {"rows": []}
     for case in ncde_length.CASES:
         train = case == "train"
         times = rank0[case]["times"]
         for name in rank1[case]["times"]:
             times[name] = [max(a, b) for a, b in
                            zip(times[name], rank1[case]["times"][name], strict=True)]
+        costs = comm_model.slice_costs(measured, train, spec["recompute"])
         for start in ("cold", "warm"):
-            k1 = math.ceil(_median(rank0[case]["K"][f"{start}@1"]))
-            k2 = math.ceil(_median(rank0[case]["K"][f"{start}@2r"]))
-            p1 = _median(times[f"{start}@1"])
-            costs = comm_model.slice_costs(measured, train, recompute)
-            model1 = seconds(costs, n, 1, k1, comm, train, start == "warm")
-            overhead = max(p1 - model1, 0.0)
-            out["overhead"][start][case] = overhead
-            costs = dataclasses.replace(costs, overhead=overhead)
-            model2 = seconds(costs, n, 2, k2, comm, train, start == "warm")
-            p2 = _median(times[f"{start}@2r"])
+            k = math.ceil(_median(rank0[case]["K"][f"{start}@2r"]))
+            model = seconds(costs, n, 2, k, comm, train, start == "warm")
+            measured_2 = _median(times[f"{start}@2r"])
             out["rows"].append({
-                "case": case, "start": start, "K_1": k1, "K_2": k2, "p1_measured": p1,
-                "p1_modelled_no_overhead": model1, "overhead": overhead, "p2_measured": p2,
-                "p2_modelled": model2, "cdeint": _median(times["cdeint@1"])})
+                "case": case, "start": start, "K": k, "p1_measured": _median(times[f"{start}@1"]),
+                "p2_measured": measured_2, "p2_modelled": model,
+                "cdeint": _median(times["cdeint@1"])})
     out["serial"] = {case: _median(rank0[case]["times"]["cdeint@1"])
                      for case in ncde_length.CASES}
     return out
@@ -293,7 +293,7 @@ def _median(values: list[float]) -> float:
 
 def markdown(env: dict, result: dict) -> str:
     spec, comm, cal = result["spec"], result["comm"], result["calibration"]
-    n0, length = spec["slices"], spec["length"]
+    n0, length = spec["calibration_slices"], spec["length"]
     lines = [
         f"# Modelled scaling of the {spec['task'].upper()} neural CDE on P = 2..1024 ranks", "",
         _common.header(env), "",
@@ -304,9 +304,8 @@ def markdown(env: dict, result: dict) -> str:
         "**Measured here:** message costs (gloo ping-pong, 2 ranks x 1 thread: latency "
         f"{comm['latency'] * 1e6:.1f} µs, bandwidth {comm['bandwidth'] / 1e9:.2f} GB/s); "
         "`cdeint`'s forward and training step on the unpadded series, 1 thread (the serial "
-        f"baseline: {cal['serial']['forward']:.3f} s and {cal['serial']['train']:.3f} s); the "
-        "per-call overhead outside the propagators (measured minus modelled at P = 1, the "
-        "config's N); at every N: the per-chunk seconds of F, G and their VJPs (1 thread, one "
+        f"baseline: {cal['serial']['forward']:.3f} s and {cal['serial']['train']:.3f} s); "
+        "at every N: the per-chunk seconds of F, G and their VJPs (1 thread, one "
         "chunk of the batch), and K cold and warm (the twin run at that N on one process, "
         f"tol {spec['tol']:g}; warm: from the boundaries of weights one Adam-sized step away, "
         f"each weight moved by the lr {spec['lr']:g}).", "",
@@ -319,27 +318,34 @@ def markdown(env: dict, result: dict) -> str:
         "batched coarse step and an all-reduce, every boundary all-gathered at the end; its "
         "backward charged the cold start's chain of coarse VJPs, an overestimate); each rank "
         "on a core of its own at the per-chunk costs measured on one thread; K as measured on "
-        "one process (the ranks compute the same iterates). *Free*: messages cost nothing.", "",
+        "one process (the ranks compute the same iterates); per-call work outside the "
+        "propagators (the path's table, head, loss, cache) left out. *Free*: messages cost "
+        "nothing. *Fixed K, pipelined*: the cold start's K run without a tolerance (`tol: 0`: "
+        "the residuals reduced once at the end, so ranks run ahead; the same iterates, hence "
+        "the same output), for the cold start only (the schedule module pipelines from the "
+        "coarse sweep).", "",
         f"## Calibration (measured, N = {n0}, medians of {spec['pairs']} rounds)", "",
-        "| call | start | K (P = 1; 2) | P = 1 measured s | P = 1 modelled s (no overhead) | "
-        "overhead s | P = 2 measured s | P = 2 modelled s | modelled / measured, P = 2 | "
-        "cdeint s |", "|---|---|---|---|---|---|---|---|---|---|",
+        "| call | start | K | 1 process s | 2 ranks: measured s | modelled s | modelled / "
+        "measured | cdeint s |", "|---|---|---|---|---|---|---|---|",
     ]
     for r in cal["rows"]:
         lines.append(
-            f"| {r['case']} | {r['start']} | {r['K_1']:g}; {r['K_2']:g} | {r['p1_measured']:.3f} "
-            f"| {r['p1_modelled_no_overhead']:.3f} | {r['overhead']:.3f} | "
+            f"| {r['case']} | {r['start']} | {r['K']} | {r['p1_measured']:.3f} | "
             f"{r['p2_measured']:.3f} | {r['p2_modelled']:.3f} | "
             f"{r['p2_modelled'] / r['p2_measured']:.2f} | {r['cdeint']:.3f} |")
     lines += [
         "", "## Scaling (modelled)", "",
-        "Speed-up over `cdeint` on one core; *free* / *with messages*.", "",
+        "Speed-up over `cdeint` on one core: *free* / *with messages* (as configured), and "
+        "the cold start's K fixed and pipelined (with messages).", "",
         "| P = N | steps (per chunk) | K cold | K warm | error cold | error warm | forward cold "
-        "| forward warm | training step cold | training step warm |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "| forward warm | forward, fixed K pipelined | training step cold | training step warm "
+        "| training step, fixed K pipelined |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["scaling"]:
-        cells = [f"{r[key]['speedup_free']:.2f} / {r[key]['speedup_comm']:.2f}"
-                 for key in ("forward_cold", "forward_warm", "train_cold", "train_warm")]
+        cells = [f"{r[f'{case}_{start}']['speedup_free']:.2f} / "
+                 f"{r[f'{case}_{start}']['speedup_comm']:.2f}" for case in ncde_length.CASES
+                 for start in ("cold", "warm")]
+        cells.insert(2, f"{r['forward_cold']['speedup_pipelined']:.2f}")
+        cells.append(f"{r['train_cold']['speedup_pipelined']:.2f}")
         lines.append(
             f"| {r['P']} | {r['steps']} ({r['steps_per_chunk']}) | {r['K_cold']} | "
             f"{r['K_warm']} | {r['error_cold']:.1e} | {r['error_warm']:.1e} | "
@@ -356,6 +362,8 @@ def main() -> None:
     parser.add_argument("--task", default="acsf1", help="configs/TASK/ncde*.yaml")
     parser.add_argument("--max-ranks", type=int, default=RANKS[-1], help="largest modelled P")
     parser.add_argument("--ckpt", help="a Lightning checkpoint of the task's neural CDE")
+    parser.add_argument("--calibration-slices", type=int, default=2,
+                        help="N of the measured 1- and 2-rank runs (even)")
     parser.add_argument("--length", type=int,
                         help="the series' first LENGTH observations only (a trial at toy size)")
     args = parser.parse_args()
@@ -371,19 +379,19 @@ def main() -> None:
     _, twin_args, _, lr = ncde_length.task_models(args.task)
     x, classes, length = task_batch(args.task)
     if args.length:
-        if args.length > length or (args.length - 1) % twin_args["parareal"]["num_slices"]:
-            parser.error(f"--length must be at most {length} and 1 + a multiple of the "
-                         f"config's num_slices")
+        if not 3 <= args.length <= length:
+            parser.error(f"--length must be between 3 and {length}")
         x, length = x[..., : args.length], args.length
     state = initial_state(args.task, classes, (x.shape[1], length), args.ckpt)
     options = twin_args.get("parareal", {})
     spec = {"task": args.task, "pairs": args.pairs, "number": args.number, "lr": lr,
             "classes": classes, "length": length, "batch": x.shape[0],
-            "slices": options.get("num_slices"), "tol": options.get("tol"),
+            "calibration_slices": args.calibration_slices, "tol": options.get("tol"),
             "recompute": options.get("recompute", True), "twin_args": twin_args,
             "ckpt": args.ckpt}
-    if not spec["slices"] or spec["slices"] % 2:
-        parser.error(f"{config.name}: parareal.num_slices must be even (2 ranks)")
+    if args.calibration_slices < 2 or args.calibration_slices % 2 or (
+            (length - 1) % args.calibration_slices):
+        parser.error(f"--calibration-slices must be even and divide the {length - 1} steps")
     ranks_out = _common.run_ranks(calibration_world, ({**spec, "x": x, "state": state},))
     rows = ranks_out[0]["ping_pong"]
     comm = comm_model.fit_hockney([r["bytes"] for r in rows], [r["median"] for r in rows])
@@ -391,8 +399,7 @@ def main() -> None:
     ranks = [p for p in RANKS if p <= args.max_ranks]
     result = {"spec": spec, "comm": dataclasses.asdict(comm), "ping_pong": rows,
               "calibration": calibration,
-              "scaling": scaling(spec, x, state, comm, calibration["serial"],
-                                 calibration["overhead"], ranks)}
+              "scaling": scaling(spec, x, state, comm, calibration["serial"], ranks)}
     result["seconds"] = time.perf_counter() - tic
     text = markdown(env, result)
     _common.write_results(NAME, {"environment": env, **result}, text)
