@@ -23,13 +23,13 @@ field), on the first training batch of the config's data.
 3. Scaling (modelled): N = P chunks, one per rank; the series padded by repeating its last
    observation to a multiple of N steps (more steps than ``cdeint`` takes once P does not
    divide them); per-chunk seconds of F, G and their VJPs measured at that N (1 thread,
-   ``comm_model.measure_slice``); K cold and warm measured by running the twin at that N on
-   one process with the config's tolerance, with the errors against ``cdeint`` on the padded
-   series; the time from ``pnode_zoo.ode.schedule``: as configured (the residual all-reduced
-   after every iteration), cold and warm (``warm_seconds`` composes the warm start), and the
-   cold start's K fixed (``tol: 0``, pipelined); speed-ups over ``cdeint`` on the unpadded
-   series measured in step 2 (1 thread). Per-call work outside the propagators (the path's
-   table, head, cache) is left out; the P = 2 check shows its weight.
+   ``comm_model.measure_slice``, median of 3); K cold and warm measured by running the twin
+   at that N on one process with the config's tolerance, with the errors against ``cdeint``
+   on the padded series; the time from ``pnode_zoo.ode.schedule``: as configured (the
+   residual all-reduced after every iteration), cold and warm (``warm_seconds`` composes the
+   warm start), and the cold start's K fixed (``tol: 0``, pipelined); speed-ups over
+   ``cdeint`` on the unpadded series measured in step 2 (1 thread). Per-call work outside the
+   propagators (the path's table, head, cache) is left out; the P = 2 check shows its weight.
 
 Writes docs/benchmarks/ncde_cost_model.{json,md}.
 """
@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -175,6 +176,13 @@ def block_input(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     return captured["z0"].detach()
 
 
+def chunk_costs(block: nn.Module, z0: torch.Tensor, number: int, repeats: int = 3) -> dict:
+    """``comm_model.measure_slice`` of one chunk, the median of ``repeats`` measurements (a
+    shared machine's spikes do not become the model's costs)."""
+    runs = [comm_model.measure_slice(block, z0, number) for _ in range(repeats)]
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 # --- measured: messages and the calibration on 2 ranks -------------------------------------
 
 def calibration_world(rank: int, spec: dict) -> dict:
@@ -204,8 +212,7 @@ def calibration_world(rank: int, spec: dict) -> dict:
         dist.barrier()
     if rank == 0:
         twin = built["cold"]
-        out["slice_costs"] = comm_model.measure_slice(twin.block, block_input(twin, x),
-                                                      spec["number"])
+        out["slice_costs"] = chunk_costs(twin.block, block_input(twin, x), spec["number"])
     return out
 
 
@@ -234,8 +241,7 @@ def scaling(spec: dict, x: torch.Tensor, state: dict, comm: CommCosts, serial: d
             warm = built["warm"](xp, index=index)
             k_warm = built["warm"].block.stats.forward_iters
         block = built["cold"].block
-        measured = comm_model.measure_slice(block, block_input(built["cold"], xp),
-                                            spec["number"])
+        measured = chunk_costs(block, block_input(built["cold"], xp), spec["number"])
         row = {"P": p, "N": p, "steps": steps, "steps_per_chunk": steps // p,
                "K_cold": k_cold, "K_warm": k_warm,
                "error_cold": ncde_length.relative(cold, reference),
