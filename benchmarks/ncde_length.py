@@ -228,9 +228,11 @@ def world(rank: int, spec: dict) -> dict:
                     at_initial_weights(fns[name])
             row[case] = {"times": times, "K": iters,
                          "errors": errors(fns, case) if rank == 0 else {}}
+            print(f"rank {rank}: L = {length}, {case}: " + ", ".join(
+                f"{name} {_common.spread(t)['median']:.3f} s" for name, t in times.items()),
+                flush=True)
             dist.barrier()
         out[str(length)] = row
-        print(f"rank {rank}: L = {length} done", flush=True)
     return out
 
 
@@ -318,7 +320,10 @@ def markdown(env: dict, spec: dict, results: dict) -> str:
         + (" (overridden by --slices)" if spec["fixed"] else "")
         + f", same weights, head of {CLASSES} classes; batch {batch}, float32. Series: a seeded "
         "Gaussian random walk of L observations, z-normalised, 1 channel (+ time), padded to "
-        "L + 1 by repeating the last (L steps, L / N a chunk). Before every call each weight "
+        "L + 1 by repeating the last (L steps, L / N a chunk); after the normalisation a "
+        "walk's steps shrink as 1/sqrt(L), so a longer walk is smoother per observation and "
+        "the coarse step over a chunk more accurate than on a rough real series such as ACSF1 "
+        "(whose K: [ncde_cost_model.md](ncde_cost_model.md)). Before every call each weight "
         f"moves by ±{lr:g} (the config's lr, alternately forward and back), so *warm* (the "
         "per-sample cache) starts from boundaries of weights one Adam-sized step away, as in "
         "training; *cold* starts from the coarse sweep. Forward: no graph; training step: "
