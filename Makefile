@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 
 .PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches device-check \
-	cde-coarse ncde-steps
+	cde-coarse ncde-steps ncde-length ncde-cost-model
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e '.[dev]'
 lint:
@@ -36,3 +36,9 @@ cde-coarse:
 # Training steps of the parareal NCDE (warm start on, off) against cdeint, ACSF1 and OSULeaf (about 5 minutes).
 ncde-steps:
 	$(PY) benchmarks/ncde_steps.py
+# The parareal NCDE against cdeint at series lengths 256..4096, 1 process and 2 ranks (about 15 minutes).
+ncde-length:
+	$(PY) benchmarks/ncde_length.py
+# The ACSF1 NCDE modelled on P = 2..1024 ranks from costs and messages measured here (about 5 minutes).
+ncde-cost-model:
+	$(PY) benchmarks/ncde_cost_model.py

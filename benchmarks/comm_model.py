@@ -55,7 +55,6 @@ from pnode_zoo.ode.parareal.problem import (
     fine_solve,
     make_problem,
 )
-from pnode_zoo.ode.slices import SliceFields
 
 NAME = "comm_model"
 SIZES = [8, 64, 512, 4096, 32768, 262144, 2097152, 16777216]  # bytes per message
@@ -133,9 +132,11 @@ def measure_slice(block: PararealODEBlock, x0: torch.Tensor, number: int,
     """Seconds of one slice's F and G at ``x0`` (the block's own seams): without a graph, with
     one kept, and the pull-back through each; plus the message and gradient sizes in bytes."""
     options = block.options
-    fields = SliceFields(block.func, block.num_slices)
+    # the block's own fields: a subclass's may read more than func (a neural CDE's path, set
+    # by its last forward call, whose batch x0 must be)
+    fields = block._fields
     times = torch.linspace(block.t0, block.t1, block.num_slices + 1, dtype=torch.float64)
-    problem = make_problem(fields, times, options, x0)
+    problem = make_problem(fields, times, options, x0, coarse_fields=block._coarse_fields)
     one, state = range(0, 1), x0.detach()[None]
     params = fields.parameters()
     out: dict[str, float] = {}
