@@ -49,12 +49,12 @@ import ncde_length
 import torch
 import torch.distributed as dist
 import yaml
+from _schedule import CommCosts, SliceCosts, modelled_time
 from torch import nn
 
 from pnode_zoo.data import UCRDataModule
 from pnode_zoo.distributed import create_groups
 from pnode_zoo.models import create_model
-from _schedule import CommCosts, SliceCosts, modelled_time
 
 NAME = "ncde_cost_model"
 RANKS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]

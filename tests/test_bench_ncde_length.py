@@ -18,7 +18,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import _common  # noqa: E402
 import ncde_cost_model  # noqa: E402
 import ncde_length  # noqa: E402
-
 from _schedule import CommCosts, SliceCosts  # noqa: E402
 
 

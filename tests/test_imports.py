@@ -15,13 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pnode_zoo"
 MAX_LINES = 400
 
-#: The command-line files at the package's root, until the ``pnode_zoo/cli/`` package replaces
-#: them: their circles and lengths are that package's to fix. ``PENDING_CLI`` names only the
-#: files still present, so the exemption ends when they go.
-OLD_CLI = ("pnode_zoo.cli", "pnode_zoo.lightning_cli", "pnode_zoo.dashboard",
-           "pnode_zoo.pretrained_commands", "pnode_zoo.suggest")
-PENDING_CLI = {name for name in OLD_CLI
-               if (ROOT / (name.replace(".", "/") + ".py")).is_file()}
 
 
 def module_name(path: Path) -> str:
@@ -145,9 +138,7 @@ def test_import_graph_resolves_relative_and_function_level(tmp_path: Path) -> No
 
 def test_no_import_circles() -> None:
     graph = import_graph()
-    found = [c for c in cycles(graph) if not set(c) <= PENDING_CLI]
-    # the old command-line files import each other both ways (pending the cli package); any
-    # circle through them that reaches another module is still reported
+    found = cycles(graph)
     assert not found, "import circles: " + "; ".join(circle(graph, c) for c in found)
 
 
@@ -164,14 +155,13 @@ def test_imports_without_lightning(module: str) -> None:
 
 def test_no_long_files() -> None:
     long = {name: n for name, path in modules().items()
-            if (n := len(path.read_text().splitlines())) > MAX_LINES and name not in PENDING_CLI}
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines (split them): {long}"
 
 
 def public_modules() -> list[str]:
     return [name for name in modules()
-            if not any(part.startswith("_") for part in name.split(".")[1:])
-            and name not in PENDING_CLI]
+            if not any(part.startswith("_") for part in name.split(".")[1:])]
 
 
 @pytest.mark.parametrize("module", public_modules())

@@ -41,7 +41,6 @@ ALLOWED: dict[str, str] = {
         "with one data group TimeParallelStrategy keeps the data module's sampler (the same "
         "batches as a one-process run); Trainer(use_distributed_sampler=...) is read only there"
     ),
-    "torchdiffeq._impl.odeint.SOLVERS": "pending: twins helper (one method table)",
     "pytorch_lightning.loggers.wandb.WandbLogger._wandb_init": (
         "Lightning always passes anonymous=None to wandb.init, and wandb 0.31 prints a "
         "deprecation line at every start for it (even with WANDB_SILENT); no constructor "

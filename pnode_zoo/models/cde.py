@@ -33,7 +33,6 @@ __all__ = [
     "INTERPOLATIONS",
     "Interpolation",
     "NeuralCDE",
-    "cde_field",
     "check_interpolation",
     "control_path",
     "ncde",
@@ -281,7 +280,7 @@ def _cde_parareal(field: CDEField, length: int, interpolation: Interpolation, st
     )
 
 
-register_twins(
+ncde, ncde_parareal = register_twins(
     _ncde,
     ncde=("Neural CDE (Kidger et al. 2020) solved by ``torchcde.cdeint``.\n\n"
           "torchcde's Hermite cubic path (backward differences) or linear path through the "

@@ -127,7 +127,7 @@ def residual_stack(make_field: Callable[[], nn.Module], *, num_blocks: int = 4) 
     return ResidualStack([make_field() for _ in range(num_blocks)])
 
 
-def register_twins(builder: ModelFn, **twins: tuple[Any, ...]) -> None:
+def register_twins(builder: ModelFn, **twins: tuple[Any, ...]) -> tuple[ModelFn, ...]:
     """Register a plain/parareal pair (or any set of twins) built by one ``builder``.
 
     The builder takes ``block``, a recipe whose positional arguments the builder fills, and the
@@ -142,9 +142,12 @@ def register_twins(builder: ModelFn, **twins: tuple[Any, ...]) -> None:
         builder: ``builder(block, **family_options) -> nn.Module``.
         **twins: per registry name, its summary (the first line is what ``models`` lists)
             and its recipes, outermost first.
+
+    Returns:
+        The registered entry points in the order of ``twins``, for the module to bind by name.
     """
-    for name, (summary, *recipes) in twins.items():
-        register_model(_twin(name, summary, [builder, *recipes]))
+    return tuple(register_model(_twin(name, summary, [builder, *recipes]))
+                 for name, (summary, *recipes) in twins.items())
 
 
 def _twin(name: str, summary: str, parts: list[Callable[..., nn.Module]]) -> ModelFn:

@@ -21,7 +21,7 @@ from pnode_zoo.models.common import (
 )
 from pnode_zoo.ode import ConvVectorField, group_norm
 
-__all__ = ["ResidualStack", "image_head", "image_stem", "odenet", "odenet_parareal", "resnet"]
+__all__ = ["image_head", "image_stem", "odenet", "odenet_parareal", "resnet"]
 
 
 def image_stem(in_channels: int, width: int, downsample: int) -> nn.Sequential:
@@ -59,7 +59,7 @@ def _odenet(
     )
 
 
-register_twins(
+odenet, odenet_parareal, resnet = register_twins(
     _odenet,
     odenet=("ODE-Net: stem -> torchdiffeq ODE block (one conv vector field) -> head.",
             torchdiffeq_block),

@@ -175,7 +175,7 @@ def _odenet1d(
     return StemBlockHead(stem, body, series_head(width, num_classes))
 
 
-register_twins(
+odenet1d, odenet1d_parareal = register_twins(
     _odenet1d,
     odenet1d=("ODE-Net for series: conv stem -> torchdiffeq ODE block (1-d conv vector "
               "field) -> head.", torchdiffeq_block),

@@ -276,7 +276,7 @@ def _forecast_by_parareal(
     return block, options.num_slices // intervals
 
 
-register_twins(
+trajectory_node, trajectory_node_parareal, trajectory_gru = register_twins(
     _forecaster,
     trajectory_node=("Neural ODE forecaster: the observed state (+ augmentation) integrated by "
                      "torchdiffeq.", _node, _forecast_by_torchdiffeq),

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["FORECAST_TOLERANCES", "KINDS", "METHODS", "MODEL_TOLERANCES", "PROPAGATOR_TOLERANCES",
+           "Method", "Tableau", "Tolerances", "method_names"]
+
 
 @dataclass(frozen=True)
 class Tolerances:

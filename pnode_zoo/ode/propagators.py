@@ -21,7 +21,7 @@ from pnode_zoo.errors import UserInputError
 from pnode_zoo.ode.implicit import theta_method
 from pnode_zoo.ode.methods import METHODS, PROPAGATOR_TOLERANCES, Method, Tableau, method_names
 
-__all__ = ["Method", "Propagator", "SOLVERS", "SliceField", "Tableau", "Work"]
+__all__ = ["Method", "Propagator", "SliceField", "Tableau", "Work"]
 
 SliceField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pnode_zoo.ode.propagators import Work
 
-__all__ = ["PHASES", "PararealStats"]
+__all__ = ["PHASES", "PararealStats", "time_group_critical_path"]
 
 PHASES = ("forward", "backward")
 
