@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 
 .PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches device-check \
-	cde-coarse ncde-steps
+	cde-coarse ncde-steps ncde-time-to-accuracy
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e '.[dev]'
 lint:
@@ -36,3 +36,7 @@ cde-coarse:
 # Training steps of the parareal NCDE (warm start on, off) against cdeint, ACSF1 and OSULeaf (about 5 minutes).
 ncde-steps:
 	$(PY) benchmarks/ncde_steps.py
+# Whole fits of the plain NCDE (cdeint) against parareal on 1 and 2 ranks, ACSF1 and OSULeaf, 3 seeds
+# (about 60 minutes quiet; resumable: NCDE_TTA_ARGS="--workdir DIR" keeps finished fits).
+ncde-time-to-accuracy:
+	$(PY) benchmarks/ncde_time_to_accuracy.py $(NCDE_TTA_ARGS)
