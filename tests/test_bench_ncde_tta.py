@@ -57,7 +57,7 @@ def test_fits_order_target_files_and_resume(tmp_path, monkeypatch):
     assert runs["b"]["times_to_target"] == [3.0, float("inf")]  # reached at epoch 0
     assert runs["c"]["times_to_target"] == [2.0, 4.0]
     assert runs["c"]["speedup"] == {"median": 6.0, "min": 4.0, "max": 8.0}
-    assert task["resnet_final_metrics"] == [0.95, 0.97]
+    assert task["resnet_final_metrics"] == [0.95, 0.97] and task["resnet_epochs"] == 2
     text = (tmp_path / "ncde_time_to_accuracy.md").read_text()
     assert "| osuleaf | 2 | 0.500 | 16 s, 0.550 | 2 | " in text
     assert "Wang et al. 2017" in text and "Command: `python" in text
