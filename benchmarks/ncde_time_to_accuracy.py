@@ -13,7 +13,7 @@ instead of the configs' 100) and each repetition r (seed r), in this order:
   b:  the parareal NCDE (tol 1e-3, warm start on), one process, 2 threads;
   c:  the same with ``--trainer.strategy=time_parallel`` on 2 ranks x 1 thread;
   r:  the zoo's series ResNet (``configs/<task>/resnet.yaml``, its 100 epochs, 2 threads),
-      for its final test accuracy only.
+      repetition 0 only, for its final test accuracy.
 Every fit runs without validation; after each epoch the ``LearningCurve`` callback evaluates
 the test split (excluded from the timing). The target of a task is (a)'s final test accuracy,
 the worst over the repetitions (so it lies within (a)'s seed spread); each run's time to
@@ -22,9 +22,12 @@ medians over repetitions, speedups against (a) with min and max, final accuracie
 ResNet's and published figures (``PUBLISHED``). Nothing is tuned on the test split: the
 configs' settings were chosen on the validation split (see their header comments).
 
-Sizing: on this 2-core machine, quiet, about 60 minutes for both tasks and 3 repetitions
-(ACSF1 about 40: 6 training steps an epoch, (a) about 2 s a step at 2 RK4 steps per
-observation; OSULeaf about 20). Finished fits are recorded in ``--workdir``'s ``fits.jsonl``
+Sizing (estimated from training-step timings, not yet timed end to end on a quiet machine):
+about 60 minutes on this 2-core machine, quiet, for both tasks and 3 repetitions. ACSF1 about
+40: 6 training steps an epoch, (a) about 3 s a step at 2 RK4 steps per observation and the
+test split's forward (about 10 s) after every epoch, 4 plain fits of 10 epochs, 6 parareal
+ones at about half the cost, one ResNet fit; OSULeaf about 20 (12 steps an epoch of about
+0.4 s for (a)). Finished fits are recorded in ``--workdir``'s ``fits.jsonl``
 and not trained again, so an interrupted run resumes where it stopped. Writes
 docs/benchmarks/ncde_time_to_accuracy.{json,md,png}; the tasks of the last run that ``--tasks``
 leaves out keep their results (each says when and where it was measured).
@@ -121,9 +124,9 @@ def summarise(task: str, curves: dict[str, dict[int, list[dict]]], epochs: int,
     for run in ("b", "c"):
         rows[run]["speedup"] = spread([a / x for a, x in zip(
             rows["a"]["times_to_target"], rows[run]["times_to_target"], strict=True)])
-    resnet = [curves["r"][seed][-1]["metric"] for seed in sorted(curves["r"])]
+    resnet = [curve[-1]["metric"] for curve in curves["r"].values()]
     return {"task": task, "environment": env, "epochs": epochs,
-            "resnet_epochs": len(curves["r"][seeds[0]]), "target": target,
+            "resnet_epochs": len(curves["r"][0]), "target": target,
             "a_threads": int(faster[1]),
             "a1_a2_seconds": [curves[run][0][-1]["train_seconds"] for run in ("a1", "a2")],
             "runs": rows, "resnet_final_metrics": resnet,
@@ -142,15 +145,15 @@ def markdown(result: dict) -> str:
     lines = [
         "# Time to accuracy: plain neural CDE (torchcde.cdeint) against parareal, 1 and 2 ranks",
         "",
-        f"{reps} repetitions (seeds 0..{reps - 1}), runs alternating a b c r per seed. Times are "
+        f"{reps} repetitions (seeds 0..{reps - 1}), runs alternating a b c per seed. Times are "
         "training seconds (test evaluation excluded) until the test accuracy first reaches the "
         "target: (a)'s final accuracy, the worst over the seeds. (a) = plain NCDE "
         "(`torchcde.cdeint`, configs/TASK/ncde.yaml) at its faster thread count (1 or 2, "
         "measured on seed 0, column 'threads'); (b) = parareal NCDE (configs/TASK/"
         "ncde_parareal.yaml: tol 1e-3, warm start), 1 process, 2 threads; (c) = the same, "
         "time_parallel, 2 ranks x 1 thread. Both NCDEs run the epochs in column 'epochs', not "
-        "their configs' 100; the zoo's series ResNet (configs/TASK/resnet.yaml) those in "
-        "column 'ResNet epochs' (its config: 100). "
+        "their configs' 100; the zoo's series ResNet (configs/TASK/resnet.yaml, seed 0 only) "
+        "those in column 'ResNet epochs' (its config: 100). "
         "Measured; medians (speedup: median (min-max) over the seeds; *never*: the target was "
         "not reached).",
         "",
@@ -219,9 +222,10 @@ def main() -> None:
         for task in args.tasks:
             epochs = args.epochs or EPOCHS[task]
             curves: dict[str, dict[int, list[dict]]] = {run: {} for run in RUNS}
-            for seed in range(args.reps):  # alternating: a, b, c, r per seed
-                plain = ["a1", "a2"] if seed == 0 else [faster_plain(curves)]
-                for run in (*plain, "b", "c", "r"):
+            for seed in range(args.reps):  # alternating: a, b, c (and r) per seed
+                runs = ["a1", "a2", "b", "c", "r"] if seed == 0 else [faster_plain(curves), "b",
+                                                                       "c"]
+                for run in runs:
                     curves[run][seed] = run_fit(task, run, seed,
                                                 args.resnet_epochs if run == "r" else epochs,
                                                 workdir)

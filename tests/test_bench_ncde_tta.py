@@ -19,7 +19,7 @@ FAKE = {
     ("a2", 1): (8.0, [0.4, 0.5]),
     ("b", 0): (3.0, [0.5, 0.7]), ("b", 1): (4.0, [0.2, 0.3]),  # seed 1 never reaches 0.5
     ("c", 0): (2.0, [0.6, 0.6]), ("c", 1): (2.0, [0.1, 0.5]),
-    ("r", 0): (1.0, [0.9, 0.95]), ("r", 1): (1.0, [0.9, 0.97]),
+    ("r", 0): (1.0, [0.9, 0.95]),
 }
 
 
@@ -40,10 +40,9 @@ def test_fits_order_target_files_and_resume(tmp_path, monkeypatch):
             "--workdir", str(tmp_path / "work"), "--allow-dirty"]
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
-    # seed 0 runs both thread counts; seed 1 only the faster (2 threads), alternating a b c r
+    # seed 0 runs both thread counts and the ResNet; seed 1 only the faster plain (2 threads)
     assert [(run, seed) for _, run, seed, _, _ in calls] == [
-        ("a1", 0), ("a2", 0), ("b", 0), ("c", 0), ("r", 0), ("a2", 1), ("b", 1), ("c", 1),
-        ("r", 1)]
+        ("a1", 0), ("a2", 0), ("b", 0), ("c", 0), ("r", 0), ("a2", 1), ("b", 1), ("c", 1)]
     by_run = {(run, seed): (config, threads, args) for config, run, seed, threads, args in calls}
     assert by_run["c", 1][0] == "configs/osuleaf/ncde_parareal.yaml" and by_run["c", 1][1] == 1
     assert "--trainer.strategy=time_parallel" in by_run["c", 1][2]
@@ -57,7 +56,7 @@ def test_fits_order_target_files_and_resume(tmp_path, monkeypatch):
     assert runs["b"]["times_to_target"] == [3.0, float("inf")]  # reached at epoch 0
     assert runs["c"]["times_to_target"] == [2.0, 4.0]
     assert runs["c"]["speedup"] == {"median": 6.0, "min": 4.0, "max": 8.0}
-    assert task["resnet_final_metrics"] == [0.95, 0.97] and task["resnet_epochs"] == 2
+    assert task["resnet_final_metrics"] == [0.95] and task["resnet_epochs"] == 2
     text = (tmp_path / "ncde_time_to_accuracy.md").read_text()
     assert "| osuleaf | 2 | 0.500 | 16 s, 0.550 | 2 | " in text
     assert "Wang et al. 2017" in text and "Command: `python" in text
