@@ -65,3 +65,28 @@ def test_fits_order_target_files_and_resume(tmp_path, monkeypatch):
     calls.clear()
     bench.main()
     assert calls == []
+
+
+def test_learning_curve_reads_labels_not_the_index_of_an_indexed_batch():
+    from types import SimpleNamespace
+
+    import torch
+    from learning_curve import LearningCurve
+
+    from pnode_zoo.tasks import Classifier
+
+    torch.manual_seed(0)
+    args = {"hidden": 4, "width": 8, "parareal": {"num_slices": 4, "tol": 1e-9}}
+    twin = Classifier("ncde_parareal", {**args, "parareal": {**args["parareal"],
+                                                             "warm_start": True}},
+                      num_classes=3, input_shape=(1, 9))
+    plain = Classifier("ncde", {"hidden": 4, "width": 8}, num_classes=3, input_shape=(1, 9))
+    plain.load_state_dict(twin.state_dict())
+    x, index = torch.randn(12, 1, 9), torch.arange(100, 112)
+    with torch.no_grad():
+        predicted = plain(x).argmax(dim=-1)  # the plain CDE's predictions, independently
+    labels = predicted.clone()
+    labels[:3] = (labels[:3] + 1) % 3  # 9 of 12 right
+    batches = [(x[:6], labels[:6], index[:6]), (x[6:], labels[6:], index[6:])]
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(test_dataloader=lambda: batches))
+    assert LearningCurve.evaluate(trainer, twin) == ("test/acc", 0.75)
