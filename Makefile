@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 
 .PHONY: setup lint test bench time-to-accuracy fine-steps adjoint-micro-batches device-check \
-	cde-coarse ncde-steps ncde-length ncde-cost-model
+	cde-coarse ncde-steps ncde-length ncde-cost-model ncde-time-to-accuracy
 setup:
 	python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e '.[dev]'
 lint:
@@ -42,3 +42,7 @@ ncde-length:
 # The ACSF1 NCDE modelled on P = 2..1024 ranks from costs and messages measured here (about 5 minutes).
 ncde-cost-model:
 	$(PY) benchmarks/ncde_cost_model.py
+# Whole fits of the plain NCDE (cdeint) against parareal on 1 and 2 ranks, ACSF1 and OSULeaf, 3 seeds
+# (about 60 minutes quiet; resumable: NCDE_TTA_ARGS="--workdir DIR" keeps finished fits).
+ncde-time-to-accuracy:
+	$(PY) benchmarks/ncde_time_to_accuracy.py $(NCDE_TTA_ARGS)

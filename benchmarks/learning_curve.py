@@ -49,9 +49,11 @@ class LearningCurve(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            for *inputs, targets in trainer.datamodule.test_dataloader():
-                outputs = pl_module(*(tensor.to(pl_module.device) for tensor in inputs))
-                targets = targets.to(pl_module.device)
+            for batch in trainer.datamodule.test_dataloader():
+                batch = [tensor.to(pl_module.device) for tensor in batch]
+                # a classifier's batch may carry each sample's index after the labels
+                targets = batch[1] if classifier else batch[-1]
+                outputs = pl_module.logits(batch) if classifier else pl_module(*batch[:-1])
                 if classifier:
                     total += (outputs.argmax(dim=-1) == targets).sum().item()
                     count += len(targets)

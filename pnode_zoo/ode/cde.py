@@ -6,8 +6,9 @@ series. ``NeuralCDEBlock`` cuts the series into N chunks, the parareal slices: t
 propagator is the step-per-observation RK4 (torchdiffeq's 3/8 rule, as ``torchcde.cdeint``
 with ``method="rk4"``), and the coarse one takes one step over a whole chunk from the chunk's
 log-signature (``"log_ode"``: dz = f(z) dX + [f, f](z) : A, Morrill et al. 2021) or its
-increment alone (``"increment"``). A warm start begins the iteration from the chunk boundaries
-each sample had when last seen (``WarmStartCache``); ``tol`` still decides convergence.
+increment alone (``"increment"``). A warm start begins the iteration from the coarse sweep
+corrected by the jumps F - G each sample's chunks had when last seen (``WarmStartCache``);
+``tol`` still decides convergence.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class NeuralCDEBlock(PararealODEBlock):
             observation is far from the CDE's exact solution, which the coarse step tracks
             better: a finer F is costlier but closer to G, so parareal needs fewer iterations.
         options: ``PararealOptions`` or a mapping of its fields; ``fine``/``fine_steps`` are set
-            here. With ``warm_start`` and an ``index`` the start is the per-sample cache.
+            here. With ``warm_start`` and an ``index`` the start is the coarse sweep
+            corrected by the per-sample cache's jumps (``_cached_guess``).
         **option_overrides: ``PararealOptions`` fields applied on top of ``options``.
 
     Attributes:
@@ -220,7 +222,7 @@ class NeuralCDEBlock(PararealODEBlock):
         self.stats.cache_hit_rate = rate
         if not cached:
             return out
-        self.cache.store(index, out[self._rows].detach())
+        self.cache.store(index, self._jumps(out[self._rows].detach()))
         return out[-1]
 
     @property
@@ -237,36 +239,49 @@ class NeuralCDEBlock(PararealODEBlock):
     def _cached_guess(
         self, z0: torch.Tensor, index: torch.Tensor
     ) -> tuple[torch.Tensor | None, float]:
-        """U^0 from the cache, misses filled by the coarse sweep, and the hit rate; U^0 is None
-        when all miss (the block's own sweep then). Ranks of a time group see the same indices
-        in the same order, so their caches hit and miss alike and all take the same branch."""
+        """U^0 and the hit rate; U^0 is None when all miss (the block's own sweep then).
+
+        U^0 is the coarse sweep with the current weights, each chunk's step corrected by the
+        jump F_n(U_n) - G_n(U_n) the sample's converged solve had when last seen:
+        U^0_n+1 = G_n(U^0_n) + J_n, a parareal iteration with the previous fine values (misses:
+        J = 0, the plain coarse sweep). Unlike the cached boundaries themselves, this follows
+        the weights' change through G: after a training epoch the boundaries have drifted by
+        more than the coarse sweep's error, the jumps by little. On a time group the sweep is
+        pipelined like the block's own (the state entering a chunk comes from the previous
+        rank); ranks see the same indices in the same order, so their caches hit and miss
+        alike and all take the same branch."""
         rows = self._rows
-        like = z0.new_empty((len(rows), *z0.shape))
-        found, values = self.cache.lookup(index, like)
+        own = range(rows.start, rows.stop - 1)
+        found, values = self.cache.lookup(index, z0.new_empty((len(own), *z0.shape)))
         rate = float(found.float().mean()) if len(found) else 0.0
         if values is None:
             return None, rate
+        jumps = z0.new_zeros((len(own), *z0.shape))
+        jumps[:, found.to(z0.device)] = values
         guess = z0.new_zeros((self.num_slices + 1, *z0.shape))
-        hit = found.to(z0.device)
-        guess[rows.start : rows.stop, hit] = values
-        if not bool(found.all()):
-            guess[rows.start : rows.stop, ~hit] = self._coarse_rows(z0, ~hit, rows)
+        group, propagator = self.time_group, self.options.propagator("coarse")
+        times = self._times.to(dtype=z0.dtype, device=z0.device)
+        with torch.no_grad():
+            state = z0 if own.start == 0 else group.recv_prev(z0)
+            guess[own.start] = state
+            for n in own:
+                one = range(n, n + 1)
+                state = propagator(self._coarse_fields.field(one, state.shape[0]),
+                                   times[n : n + 1], times[n + 1 : n + 2] - times[n : n + 1],
+                                   state, Work()) + jumps[n - own.start]
+                guess[n + 1] = state
+            if own.stop < self.num_slices:
+                group.send_next(state)
         return guess, rate
 
     @torch.no_grad()
-    def _coarse_rows(self, z0: torch.Tensor, which: torch.Tensor, rows: range) -> torch.Tensor:
-        """The coarse sweep of the samples ``which``, boundaries ``rows``."""
-        chunks = self._coarse_fields
-        sub = _ChunkFields(self.func, chunks.increments[:, which],
-                           None if chunks.areas is None else chunks.areas[:, which], chunks.span)
-        propagator = self.options.propagator("coarse")
-        times = self._times.to(dtype=z0.dtype, device=z0.device)
-        state, out = z0[which], []
-        for n in range(rows.stop - 1):
-            if n >= rows.start:
-                out.append(state)
-            one = range(n, n + 1)
-            state = propagator(sub.field(one, state.shape[0]), times[n : n + 1],
-                               times[n + 1 : n + 2] - times[n : n + 1], state, Work())
-        out.append(state)
-        return torch.stack(out)
+    def _jumps(self, states: torch.Tensor) -> torch.Tensor:
+        """F_n(U_n) - G_n(U_n) of this rank's chunks at the converged boundaries ``states``
+        (rows lo..hi), one batched coarse call: what ``_cached_guess`` adds back."""
+        own, batch = range(self._rows.start, self._rows.stop - 1), states.shape[1]
+        times = self._times.to(dtype=states.dtype, device=states.device)
+        coarse = self.options.propagator("coarse")(
+            self._coarse_fields.field(own, batch), times[own.start : own.stop],
+            times[own.start + 1 : own.stop + 1] - times[own.start : own.stop],
+            states[:-1].reshape(-1, *states.shape[2:]), Work())
+        return states[1:] - coarse.view_as(states[1:])

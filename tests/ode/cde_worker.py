@@ -62,7 +62,7 @@ def worker(rank: int, store: str, path: str) -> None:
         grouped.time_group = group
         result[name] = largest(gradients(grouped, coeffs[:BATCH], z0[:BATCH]),
                                gradients(reference, coeffs[:BATCH], z0[:BATCH]))
-    # warm start: the same calls on both blocks; each rank caches its own chunk's boundaries
+    # warm start: the same calls on both blocks; each rank caches its own chunks' jumps
     reference = NeuralCDEBlock(func, LENGTH, SLICES, tol=1e-6, warm_start=True)
     grouped = NeuralCDEBlock(func, LENGTH, SLICES, tol=1e-6, warm_start=True)
     grouped.time_group = group
@@ -78,7 +78,7 @@ def worker(rank: int, store: str, path: str) -> None:
             for p in func.parameters():
                 p.add_(1e-7 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1),
                                           dtype=F64))
-    rows = grouped.cache.lookup(torch.tensor([0]), torch.zeros(SLICES // 2 + 1, 1, HIDDEN,
+    rows = grouped.cache.lookup(torch.tensor([0]), torch.zeros(SLICES // 2, 1, HIDDEN,
                                                                dtype=F64))[1]
     result["warm"] = {"max_difference": max(diffs), "iterations": iters, "hit_rates": rates,
                       "cached_rows": None if rows is None else rows.shape[0]}

@@ -106,7 +106,7 @@ def test_a_wrong_entry_costs_iterations_not_accuracy(setup):
     func, coeffs, z0, block = setup
     index = torch.arange(BATCH)
     _call(block, coeffs, z0, index)
-    rows = block.cache.lookup(index, torch.zeros(SLICES + 1, BATCH, HIDDEN, dtype=F64))[1]
+    rows = block.cache.lookup(index, torch.zeros(SLICES, BATCH, HIDDEN, dtype=F64))[1]
     block.cache.store(index, rows + 5 * torch.randn_like(rows))  # another sample's, say
     out = _call(block, coeffs, z0, index)
     assert block.stats.cache_hit_rate == 1.0

@@ -1,0 +1,242 @@
+"""Time to accuracy of the neural CDE: plain ``torchcde.cdeint`` against parareal, 1 and 2 ranks.
+
+Run from the repository root:
+
+    python benchmarks/ncde_time_to_accuracy.py [--tasks acsf1 osuleaf] [--reps 3]
+        [--workdir DIR]
+
+For each task (``configs/<task>/ncde.yaml`` and ``ncde_parareal.yaml``, at ``EPOCHS`` epochs
+instead of the configs' 100) and each repetition r (seed r), in this order:
+  a1: the plain NCDE (``torchcde.cdeint``), one process, 1 thread;
+  a2: the same with 2 threads (repetition 0 only: the faster of a1 and a2 there, by training
+      seconds, is the thread count (a) uses for the other repetitions; the table says which);
+  b:  the parareal NCDE (tol 1e-3, warm start on), one process, 2 threads;
+  c:  the same with ``--trainer.strategy=time_parallel`` on 2 ranks x 1 thread;
+  r:  the zoo's series ResNet (``configs/<task>/resnet.yaml``, its 100 epochs, 2 threads),
+      repetition 0 only, for its final test accuracy.
+Every fit runs without validation; after each epoch the ``LearningCurve`` callback evaluates
+the test split (excluded from the timing). The target of a task is (a)'s final test accuracy,
+the worst over the repetitions (so it lies within (a)'s seed spread); each run's time to
+accuracy is its training time until its test accuracy first reaches the target. Reported:
+medians over repetitions, speedups against (a) with min and max, final accuracies beside the
+ResNet's and published figures (``PUBLISHED``). Nothing is tuned on the test split: the
+configs' settings were chosen on the validation split (see their header comments).
+
+Sizing (estimated from training-step timings, not yet timed end to end on a quiet machine):
+about 60 minutes on this 2-core machine, quiet, for both tasks and 3 repetitions. ACSF1 about
+40: 6 training steps an epoch, (a) about 3 s a step at 2 RK4 steps per observation and the
+test split's forward (about 10 s) after every epoch, 4 plain fits of 10 epochs, 6 parareal
+ones at about half the cost, one ResNet fit; OSULeaf about 20 (12 steps an epoch of about
+0.4 s for (a)). Finished fits are recorded in ``--workdir``'s ``fits.jsonl``
+and not trained again, so an interrupted run resumes where it stopped. Writes
+docs/benchmarks/ncde_time_to_accuracy.{json,md,png}; the tasks of the last run that ``--tasks``
+leaves out keep their results (each says when and where it was measured).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import _common
+from _common import OUT_DIR, fit_curve, fmt_spread, header, previous_tasks, save_figure, spread
+from time_to_accuracy import TWO_RANKS, reached
+
+NAME = "ncde_time_to_accuracy"
+TASKS = ("acsf1", "osuleaf")
+#: epochs of the NCDE fits per task (the configs' 100 would take hours here)
+EPOCHS = {"acsf1": 10, "osuleaf": 20}
+RUNS = {  # name: (config, threads per process, extra arguments)
+    "a1": ("ncde", 1, []),
+    "a2": ("ncde", 2, []),
+    "b": ("ncde_parareal", 2, []),
+    "c": ("ncde_parareal", 1, TWO_RANKS),
+    "r": ("resnet", 2, []),
+}
+LABELS = {"a": "(a) plain NCDE (cdeint)", "b": "(b) parareal, 1 process",
+          "c": "(c) parareal, 2 ranks"}
+#: Published test accuracies (%), with their sources. None: no figure verified here.
+PUBLISHED = {
+    "acsf1": {
+        "resnet": None,
+        "dtw": None,
+        "source": "ACSF1 joined the archive in 2018 (Dau et al. 2019, 'The UCR time series "
+                  "archive', IEEE/CAA J. Autom. Sinica), after the deep-learning reviews of "
+                  "the 85 older sets; its published 1-NN and ResNet figures could not be "
+                  "checked offline here, so none is quoted",
+    },
+    "osuleaf": {
+        "resnet": 97.9,
+        "dtw": 59.1,
+        "source": "ResNet: Wang et al. 2017 ('Time series classification from scratch with "
+                  "deep neural networks', IJCNN), test error 0.021; 1-NN DTW (full window): "
+                  "the UCR archive's baseline (Chen et al. 2015 / Dau et al. 2019), error "
+                  "0.409 (both quoted from memory, not re-checked offline)",
+    },
+}
+
+
+def run_fit(task: str, run: str, seed: int, epochs: int | None, workdir: Path) -> list[dict]:
+    """One fit's learning curve, ``epochs`` epochs (None: the config's); a fit already recorded
+    in ``workdir/fits.jsonl`` (by an interrupted run) is read back, not trained again."""
+    done = workdir / "fits.jsonl"
+    key = {"task": task, "run": run, "seed": seed, "epochs": epochs}
+    for line in done.read_text().splitlines() if done.exists() else []:
+        row = json.loads(line)
+        if {name: row[name] for name in key} == key:
+            return row["curve"]
+    config, threads, extra = RUNS[run]
+    args = [f"--seed_everything={seed}", *extra]
+    if epochs is not None:
+        args.append(f"--trainer.max_epochs={epochs}")
+    root = workdir / f"{task}-{run}-{seed}"
+    curve = fit_curve(f"configs/{task}/{config}.yaml", args, threads, root / "curve.jsonl", root)
+    with done.open("a") as file:
+        file.write(json.dumps({**key, "curve": curve}) + "\n")
+    return curve
+
+
+def faster_plain(curves: dict[str, dict[int, list[dict]]]) -> str:
+    """a1 or a2, whichever trained repetition 0 in fewer seconds."""
+    return min(("a1", "a2"), key=lambda run: curves[run][0][-1]["train_seconds"])
+
+
+def summarise(task: str, curves: dict[str, dict[int, list[dict]]], epochs: int,
+              env: dict) -> dict:
+    """Target, times to it, final accuracies and speedups of one task; ``curves[run][seed]``."""
+    faster = faster_plain(curves)
+    seeds = sorted(curves["b"])
+    plain = {seed: curves[faster][seed] for seed in seeds}
+    finals = [plain[seed][-1]["metric"] for seed in seeds]
+    target = min(finals)
+    rows = {}
+    for run, per_seed in {"a": plain, "b": curves["b"], "c": curves["c"]}.items():
+        times = [reached(per_seed[seed], target) for seed in seeds]
+        rows[run] = {"times_to_target": times,
+                     "time_to_target_median": statistics.median(times),
+                     "total_train_seconds_median": statistics.median(
+                         per_seed[seed][-1]["train_seconds"] for seed in seeds),
+                     "final_metrics": [per_seed[seed][-1]["metric"] for seed in seeds],
+                     "final_metric_median": statistics.median(
+                         per_seed[seed][-1]["metric"] for seed in seeds)}
+    for run in ("b", "c"):
+        rows[run]["speedup"] = spread([a / x for a, x in zip(
+            rows["a"]["times_to_target"], rows[run]["times_to_target"], strict=True)])
+    resnet = [curve[-1]["metric"] for curve in curves["r"].values()]
+    return {"task": task, "environment": env, "epochs": epochs,
+            "resnet_epochs": len(curves["r"][0]), "target": target,
+            "a_threads": int(faster[1]),
+            "a1_a2_seconds": [curves[run][0][-1]["train_seconds"] for run in ("a1", "a2")],
+            "runs": rows, "resnet_final_metrics": resnet,
+            "resnet_final_metric_median": statistics.median(resnet),
+            "published": PUBLISHED[task],
+            "curves": {"a": [plain[s] for s in seeds], "b": [curves["b"][s] for s in seeds],
+                       "c": [curves["c"][s] for s in seeds]}}
+
+
+def _time(seconds: float) -> str:
+    return "never" if seconds == float("inf") else f"{seconds:.0f} s"
+
+
+def markdown(result: dict) -> str:
+    reps = result["reps"]
+    lines = [
+        "# Time to accuracy: plain neural CDE (torchcde.cdeint) against parareal, 1 and 2 ranks",
+        "",
+        f"{reps} repetitions (seeds 0..{reps - 1}), runs alternating a b c per seed. Times are "
+        "training seconds (test evaluation excluded) until the test accuracy first reaches the "
+        "target: (a)'s final accuracy, the worst over the seeds. (a) = plain NCDE "
+        "(`torchcde.cdeint`, configs/TASK/ncde.yaml) at its faster thread count (1 or 2, "
+        "measured on seed 0, column 'threads'); (b) = parareal NCDE (configs/TASK/"
+        "ncde_parareal.yaml: tol 1e-3, warm start), 1 process, 2 threads; (c) = the same, "
+        "time_parallel, 2 ranks x 1 thread. Both NCDEs run the epochs in column 'epochs', not "
+        "their configs' 100; the zoo's series ResNet (configs/TASK/resnet.yaml, seed 0 only) "
+        "those in column 'ResNet epochs' (its config: 100). "
+        "Measured; medians (speedup: median (min-max) over the seeds; *never*: the target was "
+        "not reached).",
+        "",
+        "| task | epochs | target acc | (a) time, final acc | threads | (b) time, final acc, "
+        "speedup | (c) time, final acc, speedup | ResNet epochs, final acc | published ResNet, "
+        "1-NN DTW |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task in result["tasks"]:
+        runs = task["runs"]
+        cells = [f"{_time(runs['a']['time_to_target_median'])}, "
+                 f"{runs['a']['final_metric_median']:.3f}", str(task["a_threads"])]
+        cells += [f"{_time(runs[run]['time_to_target_median'])}, "
+                  f"{runs[run]['final_metric_median']:.3f}, {fmt_spread(runs[run]['speedup'])}x"
+                  for run in ("b", "c")]
+        published = task["published"]
+        cited = ", ".join("–" if published[k] is None else f"{published[k] / 100:.3f}"
+                          for k in ("resnet", "dtw"))
+        lines.append(f"| {task['task']} | {task['epochs']} | {task['target']:.3f} | "
+                     + " | ".join(cells) + f" | {task['resnet_epochs']}, "
+                     f"{task['resnet_final_metric_median']:.3f} | "
+                     f"{cited} |")
+    lines += ["", "Published figures:", ""]
+    lines += [f"- {task['task']}: {task['published']['source']}." for task in result["tasks"]]
+    lines += ["", "Where each task was measured:", ""]
+    lines += [f"- {task['task']}: {header(task['environment'])}" for task in result["tasks"]]
+    lines += ["", f"![test accuracy against training time]({NAME}.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for color, (run, label) in enumerate(LABELS.items()):
+            for i, curve in enumerate(task["curves"][run]):
+                axis.plot([r["train_seconds"] for r in curve], [r["metric"] for r in curve],
+                          color=f"C{color}", alpha=0.8, label=label if i == 0 else None)
+        axis.axhline(task["target"], color="grey", linestyle=":", label="target")
+        axis.set(title=task["task"], xlabel="training seconds", ylabel="test accuracy")
+    save_figure(fig, axes[0], path)
+
+
+def main() -> None:
+    parser = _common.parser(__doc__)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--epochs", type=int, help="epochs of every NCDE fit (default: "
+                        f"{EPOCHS})")
+    parser.add_argument("--resnet-epochs", type=int,
+                        help="epochs of the ResNet fits (default: its config's)")
+    parser.add_argument("--workdir", help="keep the fits here; a rerun skips those recorded "
+                        "(default: a temporary folder)")
+    args = parser.parse_args()
+    env = _common.environment("(a) 1 and 2 threads, (b) 2 threads, (c) 2 ranks x 1 thread, "
+                              "ResNet 2 threads", args.allow_dirty)
+    tasks = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for task in args.tasks:
+            epochs = args.epochs or EPOCHS[task]
+            curves: dict[str, dict[int, list[dict]]] = {run: {} for run in RUNS}
+            for seed in range(args.reps):  # alternating: a, b, c (and r) per seed
+                runs = ["a1", "a2", "b", "c", "r"] if seed == 0 else [faster_plain(curves), "b",
+                                                                       "c"]
+                for run in runs:
+                    curves[run][seed] = run_fit(task, run, seed,
+                                                args.resnet_epochs if run == "r" else epochs,
+                                                workdir)
+            tasks[task] = summarise(task, curves, epochs, env)
+    kept = previous_tasks(NAME, args.reps)
+    result = {"environment": env, "reps": args.reps,
+              "tasks": [tasks.get(name) or kept[name] for name in TASKS
+                        if name in tasks or name in kept]}
+    print(_common.write_results(NAME, result, markdown(result)).read_text())
+    plot(result, OUT_DIR / f"{NAME}.png")
+
+
+if __name__ == "__main__":
+    main()
