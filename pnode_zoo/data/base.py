@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -11,9 +12,12 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from pnode_zoo.docstrings import split_args
 from pnode_zoo.errors import UserInputError
 
-__all__ = ["TensorDataModule", "check_split", "stratified_split", "tensor_dataset"]
+__all__ = [
+    "TensorDataModule", "check_split", "inherit_args", "stratified_split", "tensor_dataset",
+]
 
 
 def stratified_split(
@@ -44,7 +48,10 @@ class TensorDataModule(pl.LightningDataModule):
     """A data module whose splits are in-memory tensors, built once by ``build_splits``.
 
     Subclasses set ``num_classes`` and ``input_shape`` in ``__init__`` (the CLI links them into
-    the model) and implement ``build_splits`` returning the train/val/test datasets.
+    the model) and implement ``build_splits`` returning the train/val/test datasets. A
+    subclass's ``Args:`` needs only the arguments it adds or describes otherwise: the others'
+    entries are taken from its base classes (``inherit_args``), so ``--data.help`` still
+    describes every argument.
 
     Args:
         batch_size: samples per training batch (evaluation uses the same size).
@@ -58,6 +65,10 @@ class TensorDataModule(pl.LightningDataModule):
     #: ``scale`` (a factor applied first), per-channel ``mean`` and ``std`` along
     #: ``channel_axis`` of a sample, or ``per_series`` (each series z-normalised on its own)
     preprocessing: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__doc__ = inherit_args(cls)
 
     def __init__(self, batch_size: int = 64, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
@@ -104,6 +115,26 @@ class TensorDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def inherit_args(cls: type) -> str | None:
+    """``cls``'s docstring with an ``Args:`` entry for every argument of its ``__init__``, in
+    the signature's order: its own entry, else the nearest base class's (an argument no class
+    documents stays undocumented). jsonargparse reads the descriptions from ``__doc__``.
+
+    Args:
+        cls: the class; its bases' docstrings are read as they are (already completed).
+    """
+    docs = [split_args(inspect.cleandoc(klass.__doc__ or "")) for klass in cls.__mro__]
+    head, _, tail = docs[0]
+    names = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][1:]  # after self
+    lines = [line for name in names
+             for line in next((entries[name] for _, entries, _ in docs if name in entries), [])]
+    if not lines:
+        return cls.__doc__
+    head = f"{head.rstrip()}\n\n" if head.strip() else ""
+    return "\n".join([f"{head}Args:", *lines, *([tail] if tail else [])])
 
 
 def check_split(split: str, dataset: Dataset, input_shape: tuple[int, ...]) -> None:

@@ -17,8 +17,6 @@ class DigitsDataModule(TensorDataModule):
     Pixels (0..16) are standardised with the training split's mean and standard deviation.
 
     Args:
-        batch_size: samples per batch.
-        seed: seed of the split and of the shuffle order.
         test_fraction: share of all samples in the test split.
         val_fraction: share of all samples in the validation split.
     """

@@ -115,18 +115,15 @@ class ImageDataModule(TensorDataModule):
     Args:
         root: data root; the files go where torchvision puts them (see ``datasets/README.md``).
         download: let torchvision download missing files (needs the internet).
-        batch_size: samples per batch.
-        seed: seed of the validation split and of the shuffle order.
         val_size: training images held out (stratified) for validation.
         augment: random crops (and, where the set allows, flips) of the training images.
-        num_workers: loader worker processes (0: load in the main process).
     """
 
     num_classes = 10
     torchvision_class: type[datasets.VisionDataset]
     title: str
-    crop_padding: int  # pixels of padding before the random crop
-    flip: bool  # random horizontal flips are label-preserving
+    crop_padding: int = 2  # pixels of padding before the random crop
+    flip: bool = False  # random horizontal flips are label-preserving (not for digits)
     search_dirs: tuple[Path, ...] = ()  # read-only folders tried after the data root's
 
     def __init__(
@@ -221,20 +218,12 @@ class MNISTDataModule(ImageDataModule):
     images. Files: ``ROOT/MNIST/raw/*-ubyte`` (or ``.gz``).
 
     Args:
-        root: data root; the files go where torchvision puts them (see ``datasets/README.md``).
-        download: let torchvision download missing files (needs the internet).
-        batch_size: samples per batch.
-        seed: seed of the validation split and of the shuffle order.
-        val_size: training images held out (stratified) for validation.
         augment: random crops (2-pixel padding) of the training images.
-        num_workers: loader worker processes (0: load in the main process).
     """
 
     input_shape = (1, 28, 28)
     torchvision_class = datasets.MNIST
     title = "MNIST"
-    crop_padding = 2
-    flip = False
 
     def folder(self) -> Path:
         return self.root / self.torchvision_class.__name__ / "raw"
@@ -265,13 +254,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     ``/usr/share/datasets/fashion-mnist`` (package ``dataset-fashion-mnist``).
 
     Args:
-        root: data root; the files go where torchvision puts them (see ``datasets/README.md``).
-        download: let torchvision download missing files (needs the internet).
-        batch_size: samples per batch.
-        seed: seed of the validation split and of the shuffle order.
-        val_size: training images held out (stratified) for validation.
         augment: random crops (2-pixel padding) and horizontal flips of the training images.
-        num_workers: loader worker processes (0: load in the main process).
     """
 
     torchvision_class = datasets.FashionMNIST
@@ -287,13 +270,7 @@ class CIFAR10DataModule(ImageDataModule):
     images. Files: ``ROOT/cifar-10-batches-py/`` (the extracted python archive).
 
     Args:
-        root: data root; the files go where torchvision puts them (see ``datasets/README.md``).
-        download: let torchvision download missing files (needs the internet).
-        batch_size: samples per batch.
-        seed: seed of the validation split and of the shuffle order.
-        val_size: training images held out (stratified) for validation.
         augment: random crops (4-pixel padding) and horizontal flips of the training images.
-        num_workers: loader worker processes (0: load in the main process).
     """
 
     input_shape = (3, 32, 32)

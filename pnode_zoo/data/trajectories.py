@@ -54,7 +54,6 @@ class TrajectoryDataModule(TensorDataModule):
         test_windows: forecast windows in the test range.
         batch_size: windows per batch.
         seed: seed of the shuffle order.
-        num_workers: loader worker processes (0: load in the main process).
     """
 
     series: np.ndarray  # [T, D], raw units
@@ -163,14 +162,7 @@ class LotkaVolterraDataModule(TrajectoryDataModule):
         gap_spread: relative spread of the gaps between observations, in [0, 1) (0: regular).
         initial_state: (prey, predator) at time 0.
         params: (alpha, beta, gamma, delta).
-        history: observations given as input (the last one is the forecast origin).
-        horizon: observations to forecast per window.
-        dt: time between two observations.
-        val_windows: forecast windows in the validation range.
-        test_windows: forecast windows in the test range.
-        batch_size: windows per batch.
         seed: seed of the noise and of the shuffle order.
-        num_workers: loader worker processes (0: load in the main process).
     """
 
     def __init__(
@@ -224,14 +216,6 @@ class ForecastDataModule(TrajectoryDataModule):
     Args:
         name: "lynx" or "airline".
         log: model log10 of the values (both series are multiplicative in nature).
-        history: observations given as input (the last one is the forecast origin).
-        horizon: observations to forecast per window.
-        dt: time between two observations (the model's time unit).
-        val_windows: forecast windows in the validation range.
-        test_windows: forecast windows in the test range.
-        batch_size: windows per batch.
-        seed: seed of the shuffle order.
-        num_workers: loader worker processes (0: load in the main process).
     """
 
     def __init__(

@@ -127,13 +127,10 @@ class UCRDataModule(TensorDataModule):
         path: folder with the set's ``NAME_TRAIN.ts`` and ``NAME_TEST.ts`` files (or a
             ``NAME/`` folder holding them, as in the UCR/UEA archive), to read a set sktime
             does not bundle; None: the bundled sets.
-        batch_size: samples per batch.
-        seed: seed of the validation split and of the shuffle order.
         val_fraction: share of the official training set held out for validation.
         normalise: "series": z-normalise every series and channel on its own (the UCR
             convention); "channel": z-normalise each channel with training-split statistics
             (keeps amplitude differences between series); "none".
-        num_workers: loader worker processes (0: load in the main process).
         pad: how a shorter series is padded: "zeros", or "last" (its last observation
             repeated: the path a neural CDE reads then stops moving, so the padding changes
             no state that is driven by the series alone).

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pnode_zoo.docstrings import split_args
 from pnode_zoo.models.registry import ModelFn, register_model
 from pnode_zoo.ode import ODEBlock, PararealODEBlock, PararealOptions
 from pnode_zoo.ode.methods import MODEL_TOLERANCES
@@ -183,17 +184,7 @@ def _twin(name: str, summary: str, parts: list[Callable[..., nn.Module]]) -> Mod
 
 def _args_entries(fn: Callable[..., Any], names: list[str]) -> list[str]:
     """The lines of ``fn``'s ``Args:`` entries for ``names``, in that order."""
-    section = (inspect.getdoc(fn) or "").partition("Args:\n")[2]
-    entries: dict[str, list[str]] = {}
-    key = ""
-    for line in section.splitlines():
-        if not line.startswith("    "):
-            break
-        if line.startswith("        "):
-            entries[key].append(line)
-        else:
-            key = line.strip().partition(":")[0]
-            entries[key] = [line]
+    entries = split_args(inspect.getdoc(fn) or "")[1]
     missing = [n for n in names if n not in entries]
     if missing:
         raise TypeError(f"{fn.__qualname__} documents no {', '.join(missing)} in its Args:")
