@@ -276,7 +276,7 @@ def test_model_descriptions_end_where_their_first_sentence_ends(cli):
         rest = paragraph[len(text):]
         assert rest == "" or re.match(r" [A-Z`]", rest), (name, rest)  # a sentence follows
     assert described["odenet1d_parareal"].endswith("around a PararealODEBlock.")
-    assert described["trajectory_node_parareal"].endswith("holds the forecast.")
+    assert described["trajectory_node_parareal"].endswith("include every forecast time.")
 
 
 def test_options_of_every_subcommand_work_at_any_position(cli_here):
