@@ -39,6 +39,7 @@ __all__ = [
     "find_checkpoint",
     "is_run_dir",
     "lock_run_dir",
+    "release_run_dirs",
     "new_run_id",
     "run_dir_of_checkpoint",
 ]
@@ -49,7 +50,7 @@ BEST_PREFIX = "best-"  # best-<epoch>-<metric><value>.ckpt (training.checkpoints
 CONFIG = "config.yaml"
 LOCK = ".lock"
 
-_held_locks: list[int] = []  # descriptors kept open for the life of the process
+_held_locks: list[int] = []  # descriptors kept open until the command ends (or the process)
 
 
 def new_run_id() -> str:
@@ -76,7 +77,8 @@ def create_run_dir(root: str | Path, name: str) -> Path:
 
 
 def lock_run_dir(run_dir: Path) -> None:
-    """Hold ``run_dir``'s lock until this process ends; ValueError if another process holds it."""
+    """Hold ``run_dir``'s lock until ``release_run_dirs`` or the end of this process; a
+    UserInputError if another process holds it."""
     descriptor = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -89,6 +91,13 @@ def lock_run_dir(run_dir: Path) -> None:
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"{os.getpid()}\n".encode())
     _held_locks.append(descriptor)
+
+
+def release_run_dirs() -> None:
+    """Release every run-directory lock this process holds (a command has ended, so a second
+    command in the same process, ``main`` called again, may resume the run)."""
+    while _held_locks:
+        os.close(_held_locks.pop())
 
 
 def is_run_dir(path: Path) -> bool:

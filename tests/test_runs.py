@@ -89,3 +89,14 @@ def test_two_runs_started_at_once_keep_to_their_own_directories(tmp_path: Path) 
     metrics = [[{k: v for k, v in row.items() if k not in clock}
                 for row in read_metrics(d / "logs/version_0/metrics.csv")] for d in (first, second)]
     assert metrics[0] == metrics[1] and any(row.get("test/acc") for row in metrics[0])
+
+
+def test_a_released_run_directory_can_be_locked_again_in_the_same_process(tmp_path: Path) -> None:
+    # flock belongs to the open file: a second lock from this process is refused until the
+    # first command's locks are released (as PnodeCLI.run does when its command ends)
+    runs.lock_run_dir(tmp_path)
+    with pytest.raises(UserInputError, match="in use by another process"):
+        runs.lock_run_dir(tmp_path)
+    runs.release_run_dirs()
+    runs.lock_run_dir(tmp_path)
+    runs.release_run_dirs()

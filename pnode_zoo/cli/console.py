@@ -20,8 +20,8 @@ from pathlib import Path
 
 from pnode_zoo.errors import UserInputError
 
-__all__ = ["REPORT", "TrainingStopped", "prepare_wandb", "quiet", "report_errors", "user_error",
-           "wandb_has_api_key", "wandb_offline"]
+__all__ = ["REPORT", "TrainingStopped", "finish_wandb", "prepare_wandb", "quiet", "report_errors",
+           "user_error", "wandb_has_api_key", "wandb_offline"]
 
 #: where a bug is reported (the last line after an unexpected exception's traceback)
 REPORT = ("this is a bug in pnode_zoo, not in your input: please report it with the traceback "
@@ -132,3 +132,16 @@ def prepare_wandb(run_dir: str) -> None:
         os.environ["WANDB_MODE"] = "offline"
         print(f"W&B: no API key found, logging offline under {wandb_dir}/wandb "
               "(upload later with `wandb sync`).", file=sys.stderr)
+
+
+def finish_wandb(succeeded: bool) -> None:
+    """End the W&B run a command opened, if any, so that a second command in the same process
+    (``main`` called again, as a notebook would) starts a run of its own instead of logging
+    into this one.
+
+    Args:
+        succeeded: whether the command ended normally (W&B records the exit code).
+    """
+    wandb = sys.modules.get("wandb")  # never imported here: only a run that used it ends it
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=0 if succeeded else 1)

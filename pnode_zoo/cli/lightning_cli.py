@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -28,7 +27,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 import pnode_zoo.data  # imported so --data=ShortName resolves
 import pnode_zoo.tasks  # noqa: F401  (imported so --model=ShortName resolves)
 from pnode_zoo import runs
-from pnode_zoo.cli.console import TrainingStopped, prepare_wandb, quiet, user_error
+from pnode_zoo.cli.console import TrainingStopped, finish_wandb, prepare_wandb, quiet, user_error
 from pnode_zoo.cli.inputs import (
     LINKED,
     check_config_files,
@@ -39,6 +38,7 @@ from pnode_zoo.cli.inputs import (
     run_name,
 )
 from pnode_zoo.cli.messages import explain_argument_error
+from pnode_zoo.cli.run_config import RunConfig
 from pnode_zoo.data import TensorDataModule
 from pnode_zoo.distributed.strategy import check_before_launch  # also registers time_parallel
 from pnode_zoo.errors import UserInputError
@@ -55,7 +55,7 @@ from pnode_zoo.training.finite import StopOnNonFinite, training_position
 from pnode_zoo.training.monitor import RunMonitor
 from pnode_zoo.training.predictions import PredictionWriter
 
-__all__ = ["PnodeArgumentParser", "PnodeCLI", "RunConfig", "run"]
+__all__ = ["PnodeArgumentParser", "PnodeCLI", "run"]
 
 RUN_ROOT = "runs"
 DEFAULT_DATA = "pnode_zoo.data.DigitsDataModule"
@@ -70,35 +70,6 @@ class PnodeArgumentParser(LightningArgumentParser):
 
     def __init__(self, *args: Any, prog: str = "python -m pnode_zoo", **kwargs: Any) -> None:
         super().__init__(*args, prog=prog, **kwargs)
-
-
-class RunConfig(SaveConfigCallback):
-    """Save the command's configuration as ``config.yaml`` in its run directory, and the whole
-    configuration in the loggers' hyperparameters (W&B's run config), under ``cli``.
-
-    LightningCLI's own callback writes to the logger's folder, which differs between loggers
-    (W&B's is shared by every run); a resumed run adds ``config.resume-<k>.yaml``.
-
-    Args:
-        parser: the command's parser.
-        config: its parsed configuration.
-        run_dir: the run directory.
-    """
-
-    def __init__(self, parser: LightningArgumentParser, config: Namespace, run_dir: str,
-                 **kwargs: Any) -> None:
-        super().__init__(parser, config, save_to_log_dir=False, **kwargs)
-        self.run_dir = Path(run_dir)
-
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        path = self.run_dir / runs.CONFIG
-        if path.exists():
-            resumptions = len(list(self.run_dir.glob("config.resume-*.yaml")))
-            path = self.run_dir / f"config.resume-{resumptions + 1}.yaml"
-        self.parser.save(self.config, str(path), skip_unset=False)
-        config = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"cli": config})
 
 
 class PnodeCLI(LightningCLI):
@@ -371,6 +342,7 @@ class PnodeCLI(LightningCLI):
     def run(self) -> None:
         """The Trainer's method of the subcommand; ``fit`` then tests its best checkpoint."""
         options = {key: self.config_init.get(key) for key in self.method_arguments}
+        succeeded = False
         try:
             getattr(self.trainer, self.command)(model=self.model, datamodule=self.datamodule,
                                                 **options)
@@ -378,6 +350,7 @@ class PnodeCLI(LightningCLI):
                 checkpoint = self.trainer.checkpoint_callback
                 best = checkpoint.best_model_path if checkpoint is not None else ""
                 self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+            succeeded = True
         except FloatingPointError as err:
             stage = "training" if self.command == "fit" else self.command
             where = training_position(self.trainer)
@@ -385,6 +358,8 @@ class PnodeCLI(LightningCLI):
             raise TrainingStopped(f"{stage} stopped: {message}") from err
         finally:
             os.environ.pop(RUN_DIR_VARIABLE, None)
+            runs.release_run_dirs()
+            finish_wandb(succeeded)
 
 
 def run(subcommand: str, args: list[str], description: str) -> None:
