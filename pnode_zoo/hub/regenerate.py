@@ -11,7 +11,6 @@ the exported weights, writes ``pnode_zoo/hub/weights/<name>/`` (card, weights an
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import logging
 import os
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
+from jsonargparse import ArgumentParser
 
 from pnode_zoo.hub.card import file_sha256
 from pnode_zoo.hub.catalogue import CONFIGS
@@ -78,10 +78,11 @@ def regenerate(name: str, commit: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Regenerate the named (or matching) catalogue entries, then the README's table."""
-    parser = argparse.ArgumentParser(prog="python -m pnode_zoo.hub.regenerate",
-                                     description=__doc__.split("\n\n")[0])
+    # jsonargparse, as every command of the package parses (pnode_zoo.cli)
+    parser = ArgumentParser(prog="python -m pnode_zoo.hub.regenerate",
+                            description=__doc__.split("\n\n")[0], env_prefix=False)
     parser.add_argument("names", nargs="*", default=["*"],
-                        help="names or wildcards of catalogue entries (default: all)")
+                        help="names or wildcards of catalogue entries (all by default)")
     patterns = parser.parse_args(argv).names
     names = list(dict.fromkeys(name for pattern in patterns for name in CONFIGS
                                if fnmatch.fnmatch(name, pattern)))  # in the order asked
