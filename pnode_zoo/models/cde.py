@@ -5,7 +5,7 @@ continuous path X(t) (torchcde's Hermite cubic with backward differences, or lin
 interpolation, with knots at the observations t = 0, 1, ..., length - 1 and, by default, time
 rising from 0 to 1 as an extra channel), the hidden state starts at z(0) = linear(X(0)) and
 follows dz = f_θ(z) dX(t), and a linear head classifies z(length - 1) (``readout: final``) or
-the mean of z at the N + 1 boundaries of N equal chunks of the series (``readout:
+z at the N + 1 boundaries of N equal chunks of the series, side by side (``readout:
 boundaries``: the parareal twin's chunk boundaries, which it solves for anyway). The fine
 grid takes one step per observation by default (torchdiffeq's ``rk4``, the 3/8 rule;
 ``steps_per_observation`` for more), so the serial solve is as long as the series. ``ncde``
@@ -148,7 +148,7 @@ class CDEIntSolve(nn.Module):
 
 class NeuralCDE(nn.Module):
     """Series -> path X -> z(0) = linear(X(0)) -> dz = f(z) dX (``block``) -> linear head on
-    z(end), or on the mean of z at the chunk boundaries.
+    z(end), or on z at all chunk boundaries.
 
     Args:
         block: solves the CDE: ``block(coeffs, z0) -> z(end)`` (``CDEIntSolve``, or the
@@ -159,8 +159,8 @@ class NeuralCDE(nn.Module):
         time_channel: time as an extra channel of the path.
         interpolation: "hermite" or "linear" (see ``path_coefficients``).
         input_scale: factor on the series' values in the path.
-        readout: "final" (the head reads z(end)) or "boundaries" (the mean of z at the
-            boundaries of ``readout_chunks`` equal chunks, z(0) and z(end) included).
+        readout: "final" (the head reads z(end)) or "boundaries" (z at the boundaries of
+            ``readout_chunks`` equal chunks, z(0) and z(end) included, concatenated).
         readout_chunks: N of the "boundaries" readout; a parareal block's own ``num_slices``
             where None (its boundaries are free), required by a plain block.
     """
@@ -180,7 +180,7 @@ class NeuralCDE(nn.Module):
         self.input_scale = input_scale
         self.chunks = _readout_chunks(readout, readout_chunks, getattr(block, "num_slices", None))
         self.initial = nn.Linear(field.channels, field.hidden)
-        self.head = nn.Linear(field.hidden, num_classes)
+        self.head = nn.Linear(field.hidden * (self.chunks + 1), num_classes)
         self.takes_index = "index" in inspect.signature(block.forward).parameters
 
     @property
@@ -201,7 +201,7 @@ class NeuralCDE(nn.Module):
             z = self.block(coeffs, z0, index=index, boundaries=bool(self.chunks))
         else:
             z = self.block(coeffs, z0, self.chunks)
-        return self.head(z.mean(0) if self.chunks else z)
+        return self.head(z.transpose(0, 1).flatten(1) if self.chunks else z)
 
 
 def _readout_chunks(readout: str, chunks: int | None, slices: int | None) -> int:
@@ -264,8 +264,10 @@ def _ncde(
             costlier solve, closer to the exact CDE; the plain and parareal twins must use the
             same.
         readout: what the head reads: "final" (z at the end of the series) or "boundaries"
-            (the mean of z at the N + 1 boundaries of N equal chunks, the parareal twin's
-            chunk boundaries; free on both twins: the solves pass through those times).
+            (z at the N + 1 boundaries of N equal chunks, concatenated: the parareal twin's
+            chunk boundaries, free on both twins as the solves pass through those times). The
+            final state of a long series keeps little of its shape: with boundaries the
+            untrained model's features already separate the classes better (issue 29).
         readout_chunks: N of the "boundaries" readout: required by ``ncde``, the twin's
             ``parareal.num_slices`` if given to ``ncde_parareal``.
     """
