@@ -9,6 +9,7 @@ import torchcde
 from pnode_zoo.data import UCRDataModule
 from pnode_zoo.data.ucr import pad_to
 from pnode_zoo.models import create_model
+from pnode_zoo.models.cde import path_coefficients
 from pnode_zoo.tasks import Classifier
 
 
@@ -177,6 +178,24 @@ def test_boundaries_readout_is_the_same_on_both_twins_and_torchcde():
         assert torch.allclose(warm(x, index=torch.arange(5)), reference, rtol=1e-10,
                               atol=1e-12)
     assert warm.block.stats.cache_hit_rate == 1.0
+
+
+def test_head_norm_standardises_the_features_on_both_twins():
+    torch.manual_seed(3)
+    shape = {"num_classes": 3, "input_shape": (1, 41), "hidden": 8, "width": 16,
+             "readout": "boundaries", "head_norm": True}
+    plain = create_model("ncde", **shape, readout_chunks=4).double()
+    twin = create_model("ncde_parareal", **shape, parareal={"num_slices": 4, "tol": 0.0}).double()
+    twin.load_state_dict(plain.state_dict())
+    x = torch.randn(6, 1, 41, dtype=torch.float64).cumsum(-1) / 5
+    features = plain.block(path_coefficients(x, True, "hermite"),
+                           plain.initial(torch.cat([torch.zeros(6, 1, dtype=x.dtype),
+                                                    x[:, :, 0]], dim=1)), 4)
+    features = features.transpose(0, 1).flatten(1)
+    standard = (features - features.mean(0)) / (features.var(0, unbiased=False) + 1e-5).sqrt()
+    expected = plain.head[1](standard)
+    for model in (plain, twin):
+        assert torch.allclose(model(x), expected, rtol=1e-9, atol=1e-10)
 
 
 def test_boundaries_readout_refuses_a_missing_or_foreign_chunk_count():
