@@ -9,11 +9,14 @@ import torchcde
 from pnode_zoo.data import UCRDataModule
 from pnode_zoo.data.ucr import pad_to
 from pnode_zoo.models import create_model
+from pnode_zoo.models.cde import path_coefficients
 from pnode_zoo.tasks import Classifier
 
 
-def reference_logits(model, x: torch.Tensor, interpolation: str, adjoint: bool = False):
-    """The model's parameters, but the path built here and solved by torchcde.cdeint."""
+def reference_logits(model, x: torch.Tensor, interpolation: str, adjoint: bool = False,
+                     chunks: int = 0):
+    """The model's parameters, but the path built here and solved by torchcde.cdeint; with
+    ``chunks`` N the head reads z at the boundaries of N equal chunks, side by side."""
     batch, _, length = x.shape
     time = torch.linspace(0, 1, length, dtype=x.dtype).expand(batch, length)[..., None]
     path = torch.cat([time, x.transpose(1, 2)], dim=-1)
@@ -26,7 +29,7 @@ def reference_logits(model, x: torch.Tensor, interpolation: str, adjoint: bool =
     grid = torch.arange(length, dtype=x.dtype)
     z = torchcde.cdeint(spline, model.block.func, z0, grid, method="rk4", adjoint=adjoint,
                         options={"step_size": 1.0})
-    return model.head(z[:, -1])
+    return model.head(z[:, ::(length - 1) // chunks].flatten(1) if chunks else z[:, -1])
 
 
 @pytest.mark.parametrize("interpolation", ["hermite", "linear"])
@@ -148,6 +151,61 @@ def test_parareal_twin_at_k_equal_n_is_the_plain_model_values_and_gradients():
     assert twin.block.stats.forward_iters == 8
     assert torch.allclose(outputs[0][0], outputs[1][0], rtol=1e-10, atol=1e-12)
     assert torch.allclose(outputs[0][1], outputs[1][1], rtol=1e-9, atol=1e-12)
+
+
+def test_boundaries_readout_is_the_same_on_both_twins_and_torchcde():
+    torch.manual_seed(2)
+    shape = {"num_classes": 3, "input_shape": (2, 41), "hidden": 8, "width": 16,
+             "readout": "boundaries"}
+    plain = create_model("ncde", **shape, readout_chunks=8).double()
+    twin = create_model("ncde_parareal", **shape, parareal={"num_slices": 8, "tol": 0.0}).double()
+    twin.load_state_dict(plain.state_dict())
+    x = torch.randn(5, 2, 41, dtype=torch.float64).cumsum(-1) / 5
+    reference = reference_logits(plain, x, "hermite", chunks=8)
+    outputs = []
+    for model in (plain, twin):
+        logits = model(x)
+        logits.square().sum().backward()
+        outputs.append((logits, torch.cat([p.grad.flatten() for p in model.parameters()])))
+    assert twin.block.stats.forward_iters == 8
+    assert torch.allclose(outputs[0][0], reference, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(outputs[1][0], reference, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(outputs[0][1], outputs[1][1], rtol=1e-9, atol=1e-12)
+    warm = create_model("ncde_parareal", **shape, readout_chunks=8,
+                        parareal={"num_slices": 8, "tol": 0.0, "warm_start": True}).double()
+    warm.load_state_dict(plain.state_dict())
+    for _ in range(2):  # a cache miss, then a hit: the same boundaries either way
+        assert torch.allclose(warm(x, index=torch.arange(5)), reference, rtol=1e-10,
+                              atol=1e-12)
+    assert warm.block.stats.cache_hit_rate == 1.0
+
+
+def test_head_norm_standardises_the_features_on_both_twins():
+    torch.manual_seed(3)
+    shape = {"num_classes": 3, "input_shape": (1, 41), "hidden": 8, "width": 16,
+             "readout": "boundaries", "head_norm": True}
+    plain = create_model("ncde", **shape, readout_chunks=4).double()
+    twin = create_model("ncde_parareal", **shape, parareal={"num_slices": 4, "tol": 0.0}).double()
+    twin.load_state_dict(plain.state_dict())
+    x = torch.randn(6, 1, 41, dtype=torch.float64).cumsum(-1) / 5
+    features = plain.block(path_coefficients(x, True, "hermite"),
+                           plain.initial(torch.cat([torch.zeros(6, 1, dtype=x.dtype),
+                                                    x[:, :, 0]], dim=1)), 4)
+    features = features.transpose(0, 1).flatten(1)
+    standard = (features - features.mean(0)) / (features.var(0, unbiased=False) + 1e-5).sqrt()
+    expected = plain.head[1](standard)
+    for model in (plain, twin):
+        assert torch.allclose(model(x), expected, rtol=1e-9, atol=1e-10)
+
+
+def test_boundaries_readout_refuses_a_missing_or_foreign_chunk_count():
+    with pytest.raises(ValueError, match="readout: boundaries needs readout_chunks"):
+        create_model("ncde", input_shape=(1, 41), readout="boundaries")
+    with pytest.raises(ValueError, match=r"readout_chunks \(4\) must equal parareal.num_slices"):
+        create_model("ncde_parareal", input_shape=(1, 41), readout="boundaries",
+                     readout_chunks=4, parareal={"num_slices": 8})
+    with pytest.raises(ValueError, match="readout must be one of final, boundaries"):
+        create_model("ncde", input_shape=(1, 41), readout="mean")
 
 
 def test_parareal_twin_warm_start_from_the_samples_cache():

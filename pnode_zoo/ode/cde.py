@@ -183,8 +183,10 @@ class NeuralCDEBlock(PararealODEBlock):
         coeffs: torch.Tensor,
         z0: torch.Tensor,
         index: torch.Tensor | None = None,
+        boundaries: bool = False,
     ) -> torch.Tensor:
-        """z at the end of the series, [batch, hidden].
+        """z at the end of the series, [batch, hidden], or with ``boundaries`` z at the N + 1
+        chunk boundaries, [N + 1, batch, hidden] (row 0 is z0).
 
         Args:
             coeffs: the batch's torchcde coefficients (see ``interpolation``).
@@ -193,6 +195,8 @@ class NeuralCDEBlock(PararealODEBlock):
                 (used with ``options.warm_start``). Keys must name one sample each across the
                 calls of this block (e.g. training samples only); a clash is still correct,
                 only a worse start.
+            boundaries: return the states at all chunk boundaries (free: parareal solves
+                for them), e.g. for a head that pools them.
         """
         options = self.options
         if options.fine != "rk4" or options.fine_steps != self._steps:
@@ -217,13 +221,12 @@ class NeuralCDEBlock(PararealODEBlock):
                                  f"got shape {tuple(index.shape)}")
             guess, rate = self._cached_guess(z0, index)
             self._previous = None  # a miss falls back to the coarse sweep, not another batch
-        self.return_trajectory = cached
+        self.return_trajectory = cached or boundaries
         out = super().forward(z0, guess)
         self.stats.cache_hit_rate = rate
-        if not cached:
-            return out
-        self.cache.store(index, self._jumps(out[self._rows].detach()))
-        return out[-1]
+        if cached:
+            self.cache.store(index, self._jumps(out[self._rows].detach()))
+        return out[-1] if cached and not boundaries else out
 
     @property
     def _steps(self) -> int:
