@@ -15,10 +15,10 @@ is, hence K: a model-side choice); STEPS fine RK4 steps per observation (the ref
 path, and the coarse step is closer to the exact CDE than to it). Hermite cubic paths. For each
 coarse field ("log_ode": depth-2 log-signature; "increment": the chunk's increment) and coarse
 method (one step per chunk): K to ``tol`` from the coarse sweep (cold), the true error against
-``torchcde.cdeint`` on the same grid, the error after k = 0..3 iterations, and K from a warm
-start: the block's warm start (the same samples' cached jumps F − G) after an Adam-sized step of the weights
-(every weight moved by 1e-3). Iterations are counted, never timed; the coarse and fine seconds
-of one call are recorded for scale only.
+``torchcde.cdeint`` on the same grid, the error after k = 0..3 iterations, and K from the
+block's warm start (the same samples' cached jumps F − G) after an Adam-sized step of the
+weights (every weight moved by 1e-3). Iterations are counted, never timed; the coarse and fine
+seconds of one call are recorded for scale only.
 """
 
 from __future__ import annotations
