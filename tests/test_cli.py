@@ -29,31 +29,31 @@ def test_help_lists_subcommands_without_lightning(cli):
         assert word in result.stdout
 
 
-def test_models_lists_registry_and_one_models_options(cli):
-    listing = cli(["models"])
+def test_models_lists_registry_and_one_models_options(cli_here):
+    listing = cli_here(["models"])
     assert listing.returncode == 0
     assert "odenet" in listing.stdout and "resnet" in listing.stdout
-    detail = cli(["models", "resnet"])
+    detail = cli_here(["models", "resnet"])
     assert "num_blocks" in detail.stdout and "Args:" in detail.stdout
 
 
-def test_fit_help_documents_arguments_from_docstrings(cli):
-    result = cli(["fit", "--model.help", "Classifier"])
+def test_fit_help_documents_arguments_from_docstrings(cli_here):
+    result = cli_here(["fit", "--model.help", "Classifier"])
     assert result.returncode == 0
     assert "peak learning rate of AdamW" in result.stdout
 
 
 @pytest.mark.parametrize("source", ["config", "command line"])
-def test_a_chosen_data_module_starts_from_its_own_defaults(cli, tmp_path, source):
+def test_a_chosen_data_module_starts_from_its_own_defaults(cli_here, tmp_path, source):
     # jsonargparse would carry the default data module's (digits') init args over to the class
     # a config or --data picks (jsonargparse issue 460); UCR's batch size default differs.
     (tmp_path / "ucr.yaml").write_text("data: {class_path: UCRDataModule}\n")
     chosen = ["--config=ucr.yaml"] if source == "config" else ["--data=UCRDataModule"]
     default = inspect.signature(UCRDataModule).parameters["batch_size"].default
-    result = cli(["fit", *chosen, "--print_config"])
+    result = cli_here(["fit", *chosen, "--print_config"])
     assert result.returncode == 0, result.stderr
     assert f"batch_size: {default}" in result.stdout and default != 64
-    given = cli(["fit", *chosen, "--data.batch_size=64", "--print_config"])
+    given = cli_here(["fit", *chosen, "--data.batch_size=64", "--print_config"])
     assert "batch_size: 64" in given.stdout  # a value given equal to digits' default stays
 
 
@@ -109,8 +109,8 @@ def test_fit_without_validation_keeps_the_last_checkpoint_quietly(cli, tmp_path)
     assert "test/acc" in result.stdout  # fit still ends with the test, of the last weights
 
 
-def test_fit_help_leads_with_model_and_data(cli):
-    result = cli(["fit", "--help"])
+def test_fit_help_leads_with_model_and_data(cli_here):
+    result = cli_here(["fit", "--help"])
     assert result.returncode == 0
     options = [line.split()[0] for line in result.stdout.splitlines()
                if line.startswith("  --")]
@@ -184,8 +184,8 @@ def test_a_refusal_in_a_real_process_is_one_line_and_exit_2(cli, tmp_path):
     assert not [path for path in tmp_path.iterdir() if not path.name.startswith(".")]
 
 
-def test_unknown_model_name_in_models_subcommand(cli):
-    result = cli(["models", "nope"])
+def test_unknown_model_name_in_models_subcommand(cli_here):
+    result = cli_here(["models", "nope"])
     assert result.returncode == 2 and "unknown model 'nope'" in result.stderr
 
 
@@ -256,17 +256,17 @@ def test_help_and_models_import_no_lightning():
     assert result.returncode == 0, result.stderr
 
 
-def test_fit_help_says_where_model_and_data_options_are(cli):
-    help_text = " ".join(cli(["fit", "--help"]).stdout.split())
+def test_fit_help_says_where_model_and_data_options_are(cli_here):
+    help_text = " ".join(cli_here(["fit", "--help"]).stdout.split())
     assert "`--model.help CLASS` and `--data.help CLASS` print a class's own options" in (
         help_text)
-    model_help = cli(["fit", "--model.help", "Classifier"]).stdout
+    model_help = cli_here(["fit", "--model.help", "Classifier"]).stdout
     assert model_help.startswith("usage: python -m pnode_zoo [--model.arch ARCH]")
     assert "__main__" not in model_help
 
 
-def test_model_descriptions_end_where_their_first_sentence_ends(cli):
-    listing = cli(["models"]).stdout
+def test_model_descriptions_end_where_their_first_sentence_ends(cli_here):
+    listing = cli_here(["models"]).stdout
     entries = re.split(r"\n(?=\S)", listing.strip())  # continuation lines are indented
     described = {entry.split()[0]: " ".join(entry.split()[1:]) for entry in entries}
     assert set(described) == set(list_models())
