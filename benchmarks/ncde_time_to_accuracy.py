@@ -41,8 +41,8 @@ import tempfile
 from pathlib import Path
 
 import _common
-from _common import OUT_DIR, fit_curve, fmt_spread, header, previous_tasks, save_figure, spread
-from time_to_accuracy import TWO_RANKS, reached
+from _common import OUT_DIR, fit_curve, fmt_spread, header, previous_tasks, spread
+from time_to_accuracy import TWO_RANKS, plot, reached
 
 NAME = "ncde_time_to_accuracy"
 TASKS = ("acsf1", "osuleaf")
@@ -184,24 +184,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = result["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
-    for axis, task in zip(axes[0], tasks, strict=True):
-        for color, (run, label) in enumerate(LABELS.items()):
-            for i, curve in enumerate(task["curves"][run]):
-                axis.plot([r["train_seconds"] for r in curve], [r["metric"] for r in curve],
-                          color=f"C{color}", alpha=0.8, label=label if i == 0 else None)
-        axis.axhline(task["target"], color="grey", linestyle=":", label="target")
-        axis.set(title=task["task"], xlabel="training seconds", ylabel="test accuracy")
-    save_figure(fig, axes[0], path)
-
-
 def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -235,7 +217,7 @@ def main() -> None:
               "tasks": [tasks.get(name) or kept[name] for name in TASKS
                         if name in tasks or name in kept]}
     print(_common.write_results(NAME, result, markdown(result)).read_text())
-    plot(result, OUT_DIR / f"{NAME}.png")
+    plot(result, OUT_DIR / f"{NAME}.png", LABELS)
 
 
 if __name__ == "__main__":

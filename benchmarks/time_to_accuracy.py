@@ -147,7 +147,8 @@ def _cell(task: dict, run: str) -> str:
     return text + (f", {fmt_spread(row['speedup'])}x" if "speedup" in row else "")
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, path: Path, labels: dict[str, str] = LABELS) -> None:
+    """Each task's learning curves, one colour per run of ``labels``, and its target."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,14 +157,15 @@ def plot(result: dict, path: Path) -> None:
     tasks = result["tasks"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
-        for color, (run, label) in enumerate(LABELS.items()):
+        for color, (run, label) in enumerate(labels.items()):
             for i, curve in enumerate(task["curves"].get(run, [])):
                 axis.plot([r["train_seconds"] for r in curve], [r["metric"] for r in curve],
                           color=f"C{color}", alpha=0.8, label=label if i == 0 else None)
         axis.axhline(task["target"], color="grey", linestyle=":", label="target")
-        if task["metric"] == "test/mse":
+        metric = task.get("metric", "test/acc")
+        if metric == "test/mse":
             axis.set_yscale("log")
-        axis.set(title=task["task"], xlabel="training seconds", ylabel=task["metric"])
+        axis.set(title=task["task"], xlabel="training seconds", ylabel=metric)
     save_figure(fig, axes[0], path)
 
 
