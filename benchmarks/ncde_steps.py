@@ -173,7 +173,7 @@ def gradient_check(before: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def run_task(task: str, epochs: int, check_every: int, max_steps: int | None) -> dict:
     data, models, lr = build(task)
-    reference = build(task)[1]["plain"]  # cdeint at the twins' weights, for the checks
+    reference = copy.deepcopy(models["plain"])  # cdeint at the twins' weights, for the checks
     optimisers = {name: torch.optim.AdamW(m.parameters(), lr=lr) for name, m in models.items()}
     total = epochs * len(data.train_dataloader())
     total = total if max_steps is None else min(total, max_steps)
