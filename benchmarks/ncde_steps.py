@@ -52,7 +52,7 @@ from pnode_zoo.models import create_model
 
 NAME = "ncde_steps"
 MODELS = ("plain", "warm", "cold")
-#: series of a checked step's batch that the gradient check runs on (float64, three solves)
+#: series of a checked step's batch that the gradient check runs on (float64, up to 6 solves)
 GRAD_SAMPLES = 4
 
 
@@ -75,7 +75,7 @@ def build(task: str) -> tuple[UCRDataModule, dict[str, torch.nn.Module], float]:
     return data, models, configs["ncde"]["model"]["init_args"]["lr"]
 
 
-def _with_block_output(model: torch.nn.Module,
+def with_block_output(model: torch.nn.Module,
                        call: Callable[[], float]) -> tuple[float, torch.Tensor]:
     """``call()``'s result and what ``model.block`` returned during it (detached)."""
     seen: list[torch.Tensor] = []
@@ -107,7 +107,7 @@ def output_error(twin_out: torch.Tensor, reference: torch.nn.Module, x: torch.Te
     """max_n |z_n - z*_n| / |z*_n| of the twin's block output against ``reference``'s
     (``torchcde.cdeint``, the twin's weights loaded) on ``x``: rows are boundaries."""
     with torch.no_grad():
-        serial = _with_block_output(reference, lambda: float(reference(x).sum()))[1]
+        serial = with_block_output(reference, lambda: float(reference(x).sum()))[1]
     rows = (-1, *serial.shape[-2:])
     diff = (twin_out.reshape(rows) - serial.reshape(rows)).flatten(1).norm(dim=1)
     return float((diff / serial.reshape(rows).flatten(1).norm(dim=1)).max())
@@ -201,7 +201,7 @@ def run_task(task: str, epochs: int, check_every: int, max_steps: int | None) ->
                 if before is None:
                     step[f"{name}_seconds"] = call()
                 else:
-                    step[f"{name}_seconds"], twin_out = _with_block_output(model, call)
+                    step[f"{name}_seconds"], twin_out = with_block_output(model, call)
                 if name == "plain":
                     continue
                 stats = model.block.stats

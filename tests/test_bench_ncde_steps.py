@@ -39,7 +39,7 @@ def test_output_error_is_small_when_converged_and_large_for_the_coarse_sweep():
         model = twin(max_iters=max_iters, tol=0.0)
         reference.load_state_dict(model.state_dict())
         with torch.no_grad():
-            out = ncde_steps._with_block_output(model, lambda m=model: float(m(x).sum()))[1]
+            out = ncde_steps.with_block_output(model, lambda m=model: float(m(x).sum()))[1]
         errors[max_iters] = ncde_steps.output_error(out, reference, x)
     assert errors[4] < 1e-5 < 1e-2 < errors[0]
 
