@@ -19,8 +19,10 @@ the test split (excluded from the timing). The target of a task is (a)'s final t
 the worst over the repetitions (so it lies within (a)'s seed spread); each run's time to
 accuracy is its training time until its test accuracy first reaches the target. Reported:
 medians over repetitions, speedups against (a) with min and max, final accuracies beside the
-ResNet's and published figures (``PUBLISHED``). Nothing is tuned on the test split: the
-configs' settings were chosen on the validation split (see their header comments).
+ResNet's and published figures (``PUBLISHED``), and for (b) and (c) the forward's K over
+training (median, max) and the warm-start cache's hit rate (``iterations``). Nothing is tuned
+on the test split: the configs' settings were chosen on the validation split (see their header
+comments).
 
 Sizing (estimated from training-step timings, not yet timed end to end on a quiet machine):
 about 60 minutes on this 2-core machine, quiet, for both tasks and 3 repetitions. ACSF1 about
