@@ -266,6 +266,25 @@ def run_fresh(script: Path, payload: dict, timeout: float = 1800.0) -> dict:
     return parse_result(done.stdout)
 
 
+def parse_or_run_child(parser: argparse.ArgumentParser,
+                       child: Callable[[dict], dict]) -> argparse.Namespace | None:
+    """Parse the command line of a script with peak-RSS processes: adds ``--no-memory`` (skip
+    them) and the hidden ``--child JSON`` that ``run_fresh`` passes. In such a child, emit
+    ``child(payload)`` and return None (the script then stops); else the parsed arguments.
+
+    Args:
+        parser: the script's parser, its own options added.
+        child: the measurement of one fresh process, from its payload.
+    """
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS processes")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        emit(child(json.loads(args.child)))
+        return None
+    return args
+
+
 def fit_curve(
     config: str, args: Sequence[str], threads: int, curve: Path, workdir: Path
 ) -> list[dict]:

@@ -41,7 +41,6 @@ Writes docs/benchmarks/ncde_length.{json,md,png}.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -392,11 +391,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, help="N for every length (default: the rule)")
     parser.add_argument("--task", default="acsf1", help="configs/TASK/ncde*.yaml")
     parser.add_argument("--pairs", type=int, default=5, help="measured rounds after a warm-up")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS processes")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        _common.emit(rss_child(json.loads(args.child)))
+    args = _common.parse_or_run_child(parser, rss_child)
+    if args is None:
         return
     slices = [args.slices or default_slices(length) for length in args.lengths]
     for length, n in zip(args.lengths, slices, strict=True):

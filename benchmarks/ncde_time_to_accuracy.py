@@ -19,8 +19,10 @@ the test split (excluded from the timing). The target of a task is (a)'s final t
 the worst over the repetitions (so it lies within (a)'s seed spread); each run's time to
 accuracy is its training time until its test accuracy first reaches the target. Reported:
 medians over repetitions, speedups against (a) with min and max, final accuracies beside the
-ResNet's and published figures (``PUBLISHED``). Nothing is tuned on the test split: the
-configs' settings were chosen on the validation split (see their header comments).
+ResNet's and published figures (``PUBLISHED``), and for (b) and (c) the forward's K over
+training (median, max) and the warm-start cache's hit rate (``iterations``). Nothing is tuned
+on the test split: the configs' settings were chosen on the validation split (see their header
+comments).
 
 Sizing (estimated from training-step timings, not yet timed end to end on a quiet machine):
 about 60 minutes on this 2-core machine, quiet, for both tasks and 3 repetitions. ACSF1 about
@@ -124,6 +126,7 @@ def summarise(task: str, curves: dict[str, dict[int, list[dict]]], epochs: int,
     for run in ("b", "c"):
         rows[run]["speedup"] = spread([a / x for a, x in zip(
             rows["a"]["times_to_target"], rows[run]["times_to_target"], strict=True)])
+        rows[run].update(iterations([curves[run][seed] for seed in seeds]))
     resnet = [curve[-1]["metric"] for curve in curves["r"].values()]
     return {"task": task, "environment": env, "epochs": epochs,
             "resnet_epochs": len(curves["r"][0]), "target": target,
@@ -134,6 +137,34 @@ def summarise(task: str, curves: dict[str, dict[int, list[dict]]], epochs: int,
             "published": PUBLISHED[task],
             "curves": {"a": [plain[s] for s in seeds], "b": [curves["b"][s] for s in seeds],
                        "c": [curves["c"][s] for s in seeds]}}
+
+
+def iterations(curves: list[list[dict]]) -> dict:
+    """The parareal runs' forward K over training and cache hit rate, from the learning
+    curves' rows (``LearningCurve``): "forward_iters_median", the median over the seeds of the
+    median over the epochs of each epoch's median K; "forward_iters_max", the largest K of any
+    training call; "cache_hit_rate", the median over the seeds of the mean over the epochs.
+    Empty (or without the hit rate) where the rows lack them, as in fits recorded before the
+    curves counted K."""
+    epochs = [row for curve in curves for row in curve]
+    if not epochs or any("forward_iters_median" not in row for row in epochs):
+        return {}
+    out = {"forward_iters_median": statistics.median(
+               statistics.median(row["forward_iters_median"] for row in curve)
+               for curve in curves),
+           "forward_iters_max": max(row["forward_iters_max"] for row in epochs)}
+    if all("cache_hit_rate" in row for row in epochs):
+        out["cache_hit_rate"] = statistics.median(
+            statistics.mean(row["cache_hit_rate"] for row in curve) for curve in curves)
+    return out
+
+
+def _iterations(run: dict) -> str:
+    """``median K (max), hit rate`` of a parareal run's row, "–" for what was not recorded."""
+    if "forward_iters_median" not in run:
+        return "–"
+    text = f"{run['forward_iters_median']:g} ({run['forward_iters_max']:g})"
+    return text + (f", {run['cache_hit_rate']:.2f}" if "cache_hit_rate" in run else "")
 
 
 def _time(seconds: float) -> str:
@@ -155,12 +186,15 @@ def markdown(result: dict) -> str:
         "their configs' 100; the zoo's series ResNet (configs/TASK/resnet.yaml, seed 0 only) "
         "those in column 'ResNet epochs' (its config: 100). "
         "Measured; medians (speedup: median (min-max) over the seeds; *never*: the target was "
-        "not reached).",
+        "not reached). K (b; c): the parareal forward's iterations over training, the median "
+        "over the seeds of the median over the epochs (in brackets the most any training call "
+        "took), and the warm-start cache's hit rate (mean over the epochs; rank 0's calls on "
+        "2 ranks).",
         "",
         "| task | epochs | target acc | (a) time, final acc | threads | (b) time, final acc, "
-        "speedup | (c) time, final acc, speedup | ResNet epochs, final acc | published ResNet, "
-        "1-NN DTW |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "speedup | (c) time, final acc, speedup | K (max), cache hit: (b); (c) | ResNet epochs, "
+        "final acc | published ResNet, 1-NN DTW |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task in result["tasks"]:
         runs = task["runs"]
@@ -169,6 +203,7 @@ def markdown(result: dict) -> str:
         cells += [f"{_time(runs[run]['time_to_target_median'])}, "
                   f"{runs[run]['final_metric_median']:.3f}, {fmt_spread(runs[run]['speedup'])}x"
                   for run in ("b", "c")]
+        cells.append(f"{_iterations(runs['b'])}; {_iterations(runs['c'])}")
         published = task["published"]
         cited = ", ".join("–" if published[k] is None else f"{published[k] / 100:.3f}"
                           for k in ("resnet", "dtw"))

@@ -36,7 +36,6 @@ Writes docs/benchmarks/time_parallel.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import time
@@ -373,13 +372,8 @@ def main() -> None:
                         choices=["forward", "train"])
     parser.add_argument("--pairs", type=int, default=7, help="measured rounds after a warm-up")
     parser.add_argument("--number", type=int, default=2, help="calls per timing")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS processes")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        import json
-
-        _common.emit(rss_child(json.loads(args.child)))
+    args = _common.parse_or_run_child(parser, rss_child)
+    if args is None:
         return
     env = _common.environment("candidates: 2 ranks x 1 thread, or 1 process x 1 and x 2 "
                               "threads (the other rank idle at a barrier)", args.allow_dirty)

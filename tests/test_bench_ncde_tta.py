@@ -28,10 +28,15 @@ def test_fits_order_target_files_and_resume(tmp_path, monkeypatch):
 
     def fake_fit(config, args, threads, curve, workdir):
         run, seed = curve.parent.name.split("-")[1:]
-        calls.append((config, run, int(seed), threads, tuple(args)))
-        seconds, accuracies = FAKE[run, int(seed)]
+        seed = int(seed)
+        calls.append((config, run, seed, threads, tuple(args)))
+        seconds, accuracies = FAKE[run, seed]
+        # (b) counted K and the cache's hits; (c)'s rows are as fits recorded before that
+        counted = {"b": lambda e: {"forward_iters_median": 2 + e * seed,
+                                   "forward_iters_max": 3 + e, "cache_hit_rate": 0.5 * e}}
+        extra = counted.get(run, lambda e: {})
         return [{"epoch": e, "train_seconds": seconds * (e + 1), "metric_name": "test/acc",
-                 "metric": acc} for e, acc in enumerate(accuracies)]
+                 "metric": acc, **extra(e)} for e, acc in enumerate(accuracies)]
 
     monkeypatch.setattr(bench, "fit_curve", fake_fit)
     monkeypatch.setattr(bench, "OUT_DIR", tmp_path)
@@ -57,8 +62,13 @@ def test_fits_order_target_files_and_resume(tmp_path, monkeypatch):
     assert runs["c"]["times_to_target"] == [2.0, 4.0]
     assert runs["c"]["speedup"] == {"median": 6.0, "min": 4.0, "max": 8.0}
     assert task["resnet_final_metrics"] == [0.95] and task["resnet_epochs"] == 2
+    # K: epoch medians 2, 2 (seed 0) and 2, 3 (seed 1): their medians 2 and 2.5, median 2.25
+    assert runs["b"]["forward_iters_median"] == 2.25 and runs["b"]["forward_iters_max"] == 4
+    assert runs["b"]["cache_hit_rate"] == 0.25
+    assert "forward_iters_median" not in runs["c"]
     text = (tmp_path / "ncde_time_to_accuracy.md").read_text()
     assert "| osuleaf | 2 | 0.500 | 16 s, 0.550 | 2 | " in text
+    assert "| 2.25 (4), 0.25; – |" in text
     assert "Wang et al. 2017" in text and "Command: `python" in text
     assert (tmp_path / "ncde_time_to_accuracy.png").stat().st_size > 0
     # a rerun reads every fit back from the work folder and trains nothing
@@ -90,3 +100,21 @@ def test_learning_curve_reads_labels_not_the_index_of_an_indexed_batch():
     batches = [(x[:6], labels[:6], index[:6]), (x[6:], labels[6:], index[6:])]
     trainer = SimpleNamespace(datamodule=SimpleNamespace(test_dataloader=lambda: batches))
     assert LearningCurve.evaluate(trainer, twin) == ("test/acc", 0.75)
+
+
+def test_learning_curve_reads_the_epochs_iterations_from_the_run_monitor():
+    from types import SimpleNamespace
+
+    from learning_curve import LearningCurve
+
+    from pnode_zoo.training import RunMonitor
+
+    monitor = RunMonitor()
+    assert LearningCurve.parareal(SimpleNamespace(callbacks=[monitor])) == {}  # no calls yet
+    monitor._iterations = [1, 3, 2, 2]
+    monitor._sums.update(cache_hits=6.0, cache_lookups=8.0)
+    assert LearningCurve.parareal(SimpleNamespace(callbacks=[object(), monitor])) == {
+        "forward_iters_median": 2, "forward_iters_max": 3, "cache_hit_rate": 0.75}
+    monitor._sums.update(cache_hits=0.0, cache_lookups=0.0)  # no cache: no hit rate
+    assert "cache_hit_rate" not in LearningCurve.parareal(SimpleNamespace(callbacks=[monitor]))
+    assert LearningCurve.parareal(SimpleNamespace(callbacks=[])) == {}

@@ -38,6 +38,20 @@ def test_result_line_of_a_fresh_process():
         _common.parse_result("Traceback ...\n")
 
 
+def test_a_child_process_emits_its_measurement_and_the_parent_gets_the_options(monkeypatch,
+                                                                               capsys):
+    def child(payload: dict) -> dict:
+        return {"twice": 2 * payload["n"]}
+
+    monkeypatch.setattr(sys, "argv", ["script.py", "--child", '{"n": 21}'])
+    assert _common.parse_or_run_child(_common.parser("doc"), child) is None
+    assert _common.parse_result(capsys.readouterr().out) == {"twice": 42}
+    monkeypatch.setattr(sys, "argv", ["script.py", "--no-memory"])
+    args = _common.parse_or_run_child(_common.parser("doc"), child)
+    assert args.no_memory and args.child is None
+    assert capsys.readouterr().out == ""
+
+
 def test_memory_units():
     assert _common.max_rss_to_bytes(1000, "Linux") == 1024000  # getrusage: KiB on Linux
     assert _common.max_rss_to_bytes(1000, "Darwin") == 1000

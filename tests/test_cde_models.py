@@ -129,51 +129,49 @@ def test_classifier_steps_on_batches_with_and_without_index():
         assert torch.equal(task.logits((x, labels, index)), task.logits((x, labels)))
 
 
-def twins(length: int = 41, **options):
-    """ncde and ncde_parareal (8 chunks, ``options``) with the same float64 parameters."""
-    torch.manual_seed(0)
-    shape = {"num_classes": 3, "input_shape": (2, length), "hidden": 8, "width": 16}
-    plain = create_model("ncde", **shape).double()
-    twin = create_model("ncde_parareal", **shape,
+def twins(seed: int = 0, readout: str = "final", **options):
+    """ncde and ncde_parareal (8 chunks, ``options``) with the same float64 parameters, on
+    series of 2 channels and 41 observations, the head reading ``readout``."""
+    torch.manual_seed(seed)
+    shape = {"num_classes": 3, "input_shape": (2, 41), "hidden": 8, "width": 16,
+             "readout": readout}
+    chunks = {"readout_chunks": 8} if readout == "boundaries" else {}
+    plain = create_model("ncde", **shape, **chunks).double()
+    twin = create_model("ncde_parareal", **shape, **chunks,
                         parareal={"num_slices": 8, **options}).double()
     twin.load_state_dict(plain.state_dict())
     return plain, twin
 
 
-def test_parareal_twin_at_k_equal_n_is_the_plain_model_values_and_gradients():
-    plain, twin = twins(tol=0.0)
-    x = torch.randn(5, 2, 41, dtype=torch.float64).cumsum(-1) / 5
+def logits_and_gradients(models, x: torch.Tensor):
+    """Each model's logits of ``x`` and its parameters' gradient of their sum of squares."""
     outputs = []
-    for model in (plain, twin):
+    for model in models:
         logits = model(x)
         logits.square().sum().backward()
         outputs.append((logits, torch.cat([p.grad.flatten() for p in model.parameters()])))
+    return outputs
+
+
+def test_parareal_twin_at_k_equal_n_is_the_plain_model_values_and_gradients():
+    plain, twin = twins(tol=0.0)
+    x = torch.randn(5, 2, 41, dtype=torch.float64).cumsum(-1) / 5
+    outputs = logits_and_gradients((plain, twin), x)
     assert twin.block.stats.forward_iters == 8
     assert torch.allclose(outputs[0][0], outputs[1][0], rtol=1e-10, atol=1e-12)
     assert torch.allclose(outputs[0][1], outputs[1][1], rtol=1e-9, atol=1e-12)
 
 
 def test_boundaries_readout_is_the_same_on_both_twins_and_torchcde():
-    torch.manual_seed(2)
-    shape = {"num_classes": 3, "input_shape": (2, 41), "hidden": 8, "width": 16,
-             "readout": "boundaries"}
-    plain = create_model("ncde", **shape, readout_chunks=8).double()
-    twin = create_model("ncde_parareal", **shape, parareal={"num_slices": 8, "tol": 0.0}).double()
-    twin.load_state_dict(plain.state_dict())
+    plain, twin = twins(seed=2, readout="boundaries", tol=0.0)
     x = torch.randn(5, 2, 41, dtype=torch.float64).cumsum(-1) / 5
     reference = reference_logits(plain, x, "hermite", chunks=8)
-    outputs = []
-    for model in (plain, twin):
-        logits = model(x)
-        logits.square().sum().backward()
-        outputs.append((logits, torch.cat([p.grad.flatten() for p in model.parameters()])))
+    outputs = logits_and_gradients((plain, twin), x)
     assert twin.block.stats.forward_iters == 8
     assert torch.allclose(outputs[0][0], reference, rtol=1e-12, atol=1e-12)
     assert torch.allclose(outputs[1][0], reference, rtol=1e-10, atol=1e-12)
     assert torch.allclose(outputs[0][1], outputs[1][1], rtol=1e-9, atol=1e-12)
-    warm = create_model("ncde_parareal", **shape, readout_chunks=8,
-                        parareal={"num_slices": 8, "tol": 0.0, "warm_start": True}).double()
-    warm.load_state_dict(plain.state_dict())
+    _, warm = twins(seed=2, readout="boundaries", tol=0.0, warm_start=True)
     for _ in range(2):  # a cache miss, then a hit: the same boundaries either way
         assert torch.allclose(warm(x, index=torch.arange(5)), reference, rtol=1e-10,
                               atol=1e-12)

@@ -16,6 +16,22 @@ from pnode_zoo.cli.messages import explain_argument_error
 FIT_OPTIONS = ["--trainer.max_epochs", "--trainer.min_epochs", "--data.batch_size", "--ckpt_path"]
 
 
+def class_option_error(key: str, base: str, class_path: str, problem: list[str], option: str,
+                       value: str) -> str:
+    """jsonargparse's error for ``--KEY.OPTION=VALUE`` that the class at ``key`` (a union of
+    ``base`` and None), ``class_path``, rejects with the lines ``problem``."""
+    problem_text = "\n        ".join(problem)
+    return f"""Parser key "{key}":
+  Does not validate against any of the Union subtypes
+  Subtypes: [<class '{base}'>, <class 'NoneType'>]
+  Errors:
+    - Problem with given class_path '{class_path}':
+        {problem_text}
+    - Expected a <class 'NoneType'>
+  Given value type: <class 'jsonargparse._util.NestedArg'>
+  Given value: NestedArg(key='{option}', val='{value}')"""
+
+
 def test_an_unknown_option_names_the_close_one():
     # fit --trainer.max_epoch=1
     assert explain_argument_error("unrecognized arguments: --trainer.max_epoch=1", FIT_OPTIONS) == (
@@ -69,15 +85,9 @@ def test_a_missing_argument_is_named_as_the_user_writes_it(message, options, exp
 
 def test_an_option_the_chosen_class_lacks_lists_its_options():
     # fit --model.lrr=0.1
-    message = """Parser key "model":
-  Does not validate against any of the Union subtypes
-  Subtypes: [<class 'pytorch_lightning.core.module.LightningModule'>, <class 'NoneType'>]
-  Errors:
-    - Problem with given class_path 'pnode_zoo.tasks.Classifier':
-        Option 'lrr' is not accepted
-    - Expected a <class 'NoneType'>
-  Given value type: <class 'jsonargparse._util.NestedArg'>
-  Given value: NestedArg(key='lrr', val='0.1')"""
+    message = class_option_error("model", "pytorch_lightning.core.module.LightningModule",
+                                 "pnode_zoo.tasks.Classifier", ["Option 'lrr' is not accepted"],
+                                 "lrr", "0.1")
     assert explain_argument_error(message, FIT_OPTIONS, LINKED) == (
         "unknown option --model.lrr: Classifier has no option 'lrr' (did you mean lr?); its "
         "options: arch, arch_args, pretrained, lr, weight_decay, warmup_epochs, label_smoothing")
@@ -119,16 +129,11 @@ def test_options_of_a_class_given_by_registered_name_need_its_class_name():
 
 def test_a_wrong_type_in_a_class_option_names_the_type_and_the_value():
     # fit --data.batch_size=abc
-    message = """Parser key "data":
-  Does not validate against any of the Union subtypes
-  Subtypes: [<class 'pytorch_lightning.core.datamodule.LightningDataModule'>, <class 'NoneType'>]
-  Errors:
-    - Problem with given class_path 'pnode_zoo.data.DigitsDataModule':
-        Parser key "batch_size":
-          Expected a <class 'int'>. Got value: abc
-    - Expected a <class 'NoneType'>
-  Given value type: <class 'jsonargparse._util.NestedArg'>
-  Given value: NestedArg(key='batch_size', val='abc')"""
+    message = class_option_error(
+        "data", "pytorch_lightning.core.datamodule.LightningDataModule",
+        "pnode_zoo.data.DigitsDataModule",
+        ['Parser key "batch_size":', "  Expected a <class 'int'>. Got value: abc"],
+        "batch_size", "abc")
     assert explain_argument_error(message, FIT_OPTIONS) == (
         "--data.batch_size: expected int, got abc")
 

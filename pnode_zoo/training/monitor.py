@@ -216,6 +216,12 @@ class RunMonitor(pl.Callback):
                 metrics[key] = max(finals)
         return metrics
 
+    def epoch_iterations(self) -> tuple[list[int], float | None]:
+        """This rank's training calls of the epoch so far: the forward K of each, and the
+        warm-start caches' hit rate over them (None: no look-up)."""
+        lookups = self._sums["cache_lookups"]
+        return list(self._iterations), (self._sums["cache_hits"] / lookups if lookups else None)
+
     # --- the end of an epoch ----------------------------------------------------------------
 
     def _plots_now(self, trainer: pl.Trainer) -> bool:
