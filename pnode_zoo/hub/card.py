@@ -129,6 +129,9 @@ class ModelCard:
         weights_size: bytes of ``model.safetensors``.
         weights_sha256: its sha256.
         url: where the weights can be downloaded when they do not ship (None: they ship).
+        solver: how the network solves its differential equation, read off the built network
+            at export (``hub.solver.describe_solver``: a neural CDE's path, solver, steps,
+            readout and parareal options); None for other networks.
     """
 
     name: str
@@ -154,6 +157,7 @@ class ModelCard:
     weights_size: int
     weights_sha256: str
     url: str | None = None
+    solver: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """The card as indented JSON (keys in declaration order)."""
