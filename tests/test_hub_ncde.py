@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -14,7 +15,8 @@ from safetensors.torch import load_file
 
 import pnode_zoo
 from pnode_zoo.data import UCRDataModule
-from pnode_zoo.hub import store
+from pnode_zoo.data.ucr import load_ucr_split
+from pnode_zoo.hub import create_transform, store
 from pnode_zoo.hub.card import WEIGHTS_FILE, file_sha256
 from pnode_zoo.hub.export import evaluate, export_checkpoint, reproduces
 from pnode_zoo.hub.solver import describe_solver
@@ -131,3 +133,13 @@ def test_cli_eval_of_the_directory(exported: Path, cli_here) -> None:
     assert result.returncode == 0, result.stderr
     card = store.read_card(exported)
     assert f"test/acc {card.metric_value!r} on the italy_power_demand test split" in result.stdout
+
+
+def test_the_transform_pads_raw_series_as_the_data_module_does(exported: Path) -> None:
+    card = store.read_card(exported)
+    assert card.preprocessing.pad == "last" and card.preprocessing.input_shape == (1, LENGTH)
+    raw, _ = load_ucr_split("ItalyPowerDemand", "test")  # 24 observations each
+    x, _, _ = _test_batch(with_index=True)  # the data module's first test batch, in order
+    transform = create_transform(card)
+    torch.testing.assert_close(transform(np.stack(raw[: len(x)])), x)
+    torch.testing.assert_close(transform(raw[0]), x[0])  # one sample stays one
