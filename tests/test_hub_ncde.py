@@ -4,6 +4,7 @@ loaded by its card, evaluated with and without sample indices; its card says how
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,19 @@ def test_the_transform_pads_raw_series_as_the_data_module_does(exported: Path) -
     transform = create_transform(card)
     torch.testing.assert_close(transform(np.stack(raw[: len(x)])), x)
     torch.testing.assert_close(transform(raw[0]), x[0])  # one sample stays one
+
+
+def test_by_name_once_shipped(exported: Path, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "WEIGHTS_DIR", tmp_path / "weights")
+    shutil.copytree(exported, tmp_path / "weights" / exported.name)
+    assert pnode_zoo.list_pretrained("ncde*") == [exported.name]
+    reference, _ = pnode_zoo.from_pretrained(exported)
+    by_name = pnode_zoo.create_model(exported.name, pretrained=True).eval()
+    by_arch = pnode_zoo.create_model("ncde_parareal", pretrained=True).eval()
+    x, _, index = _test_batch(with_index=True)
+    with torch.no_grad():
+        expected = reference(x)
+        assert torch.equal(by_name(x, index=index), expected)
+        assert torch.equal(by_arch(x), expected)
+    assert store.pretrained_card(exported.name).solver["parareal"]["warm_start"] is True
