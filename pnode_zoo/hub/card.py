@@ -89,6 +89,9 @@ class Preprocessing:
         channel_axis: axis of a sample that ``mean``/``std`` run along (0, or -1 for the
             state dimension of trajectories).
         per_series: z-normalise every channel of every series on its own (the UCR convention).
+        pad: how a series shorter than ``input_shape`` is padded at the end, after its
+            normalisation (as the UCR data module does): "zeros", "last" (its last observation
+            repeated) or None (no padding: shorter samples are refused).
     """
 
     input_shape: tuple[int, ...]
@@ -98,6 +101,7 @@ class Preprocessing:
     std: tuple[float, ...] | None = None
     channel_axis: int = 0
     per_series: bool = False
+    pad: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,9 @@ class ModelCard:
         weights_size: bytes of ``model.safetensors``.
         weights_sha256: its sha256.
         url: where the weights can be downloaded when they do not ship (None: they ship).
+        solver: how the network solves its differential equation, read off the built network
+            at export (``hub.solver.describe_solver``: a neural CDE's path, solver, steps,
+            readout and parareal options); None for other networks.
     """
 
     name: str
@@ -154,6 +161,7 @@ class ModelCard:
     weights_size: int
     weights_sha256: str
     url: str | None = None
+    solver: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """The card as indented JSON (keys in declaration order)."""
@@ -262,7 +270,8 @@ def create_transform(card: ModelCard) -> Callable[[Any], torch.Tensor]:
 
     It applies the card's preprocessing: float32, reshape of flat samples to the input shape
     (e.g. 64 pixel values to 1x8x8), ``scale``, then per-series z-normalisation or the
-    per-channel mean and standard deviation.
+    per-channel mean and standard deviation, then (with ``pad``) the padding of a shorter series
+    to the input length.
 
     Args:
         card: the model's card.
@@ -273,7 +282,9 @@ def create_transform(card: ModelCard) -> Callable[[Any], torch.Tensor]:
 
     def transform(samples: Any) -> torch.Tensor:
         x = torch.as_tensor(samples, dtype=torch.float32)
-        if tuple(x.shape[-len(shape):]) != shape:
+        short = (prep.pad is not None and x.dim() >= len(shape) and x.shape[-1] < shape[-1]
+                 and tuple(x.shape[-len(shape):-1]) == shape[:-1])
+        if not short and tuple(x.shape[-len(shape):]) != shape:
             if x.numel() % size:
                 raise UserInputError(f"{card.name} takes samples of shape {list(shape)}, got "
                                      f"{list(x.shape)}")
@@ -287,6 +298,9 @@ def create_transform(card: ModelCard) -> Callable[[Any], torch.Tensor]:
             view = [1] * len(shape)
             view[axis] = -1
             x = (x - torch.tensor(prep.mean).view(view)) / torch.tensor(prep.std).view(view)
+        if short:
+            fill = x[..., -1:] if prep.pad == "last" else torch.zeros_like(x[..., :1])
+            x = torch.cat([x, fill.expand(*x.shape[:-1], shape[-1] - x.shape[-1])], dim=-1)
         return x
 
     return transform

@@ -27,6 +27,7 @@ from pnode_zoo.errors import UserInputError
 from pnode_zoo.hub.card import ModelCard, Preprocessing, file_sha256
 from pnode_zoo.hub.catalogue import DATASETS
 from pnode_zoo.hub.classes import resolve_class
+from pnode_zoo.hub.solver import describe_solver
 from pnode_zoo.hub.store import pretrained_card, save_pretrained
 from pnode_zoo.models import create_model, model_entry
 from pnode_zoo.tasks.base import Task
@@ -206,9 +207,11 @@ def export_checkpoint(checkpoint_path: str | Path, directory: str | Path,
             scale=prep.get("scale", 1.0),
             mean=tuple(prep["mean"]) if "mean" in prep else None,
             std=tuple(prep["std"]) if "std" in prep else None,
-            channel_axis=prep.get("channel_axis", 0), per_series=prep.get("per_series", False)),
+            channel_axis=prep.get("channel_axis", 0), per_series=prep.get("per_series", False),
+            pad=getattr(datamodule, "pad", None)),
         metric=f"test/{task_class.checkpoint_metric[0].partition('/')[2]}", metric_value=0.0,
         num_parameters=0, seed=int(config.get("seed_everything") or 0),
-        licence=licence, citation=citation, weights_size=0, weights_sha256="", **provenance)
+        licence=licence, citation=citation, weights_size=0, weights_sha256="",
+        solver=describe_solver(net, datamodule.input_shape), **provenance)
     return save_pretrained(net, dataclasses.replace(card, metric_value=evaluate(card, net)),
                            directory)

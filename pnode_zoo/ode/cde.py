@@ -194,7 +194,7 @@ class NeuralCDEBlock(PararealODEBlock):
             index: each sample's index in its data set, [batch]: the warm-start cache's keys
                 (used with ``options.warm_start``). Keys must name one sample each across the
                 calls of this block (e.g. training samples only); a clash is still correct,
-                only a worse start.
+                only a worse start. Without one the start is the coarse sweep.
             boundaries: return the states at all chunk boundaries (free: parareal solves
                 for them), e.g. for a head that pools them.
         """
@@ -220,7 +220,9 @@ class NeuralCDEBlock(PararealODEBlock):
                 raise ValueError(f"index must hold one integer per sample ({z0.shape[0]}), "
                                  f"got shape {tuple(index.shape)}")
             guess, rate = self._cached_guess(z0, index)
-            self._previous = None  # a miss falls back to the coarse sweep, not another batch
+        # the per-sample cache is this block's only warm start: without an index (or on a miss)
+        # the start is the coarse sweep, never the previous call's batch (other samples)
+        self._previous = None
         self.return_trajectory = cached or boundaries
         out = super().forward(z0, guess)
         self.stats.cache_hit_rate = rate
