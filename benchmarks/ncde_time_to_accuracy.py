@@ -5,8 +5,8 @@ Run from the repository root:
     python benchmarks/ncde_time_to_accuracy.py [--tasks acsf1 osuleaf] [--reps 3]
         [--workdir DIR]
 
-For each task (``configs/<task>/ncde.yaml`` and ``ncde_parareal.yaml``, at ``EPOCHS`` epochs
-instead of the configs' 100) and each repetition r (seed r), in this order:
+For each task (``configs/<task>/ncde.yaml`` and ``ncde_parareal.yaml``, at their
+``max_epochs``, which must agree) and each repetition r (seed r), in this order:
   a1: the plain NCDE (``torchcde.cdeint``), one process, 1 thread;
   a2: the same with 2 threads (repetition 0 only: the faster of a1 and a2 there, by training
       seconds, is the thread count (a) uses for the other repetitions; the table says which);
@@ -24,12 +24,11 @@ training (median, max) and the warm-start cache's hit rate (``iterations``). Not
 on the test split: the configs' settings were chosen on the validation split (see their header
 comments).
 
-Sizing (estimated from training-step timings, not yet timed end to end on a quiet machine):
-about 60 minutes on this 2-core machine, quiet, for both tasks and 3 repetitions. ACSF1 about
-40: 6 training steps an epoch, (a) about 3 s a step at 2 RK4 steps per observation and the
-test split's forward (about 10 s) after every epoch, 4 plain fits of 10 epochs, 6 parareal
-ones at about half the cost, one ResNet fit; OSULeaf about 20 (12 steps an epoch of about
-0.4 s for (a)). Finished fits are recorded in ``--workdir``'s ``fits.jsonl``
+Sizing (estimated from 1- and 2-epoch fits on a shared machine, before the first end-to-end
+run): about 85 minutes on this 2-core machine, quiet, for both tasks and 3 repetitions at the
+configs' 20 epochs. ACSF1 about 60: (a) about 13 s a training epoch and the test split's forward
+(about 5 s) after every epoch, 4 plain fits, 6 parareal ones at about half the cost, one ResNet
+fit of 100 epochs; OSULeaf about 25. Finished fits are recorded in ``--workdir``'s ``fits.jsonl``
 and not trained again, so an interrupted run resumes where it stopped. Writes
 docs/benchmarks/ncde_time_to_accuracy.{json,md,png}; the tasks of the last run that ``--tasks``
 leaves out keep their results (each says when and where it was measured).
@@ -43,13 +42,12 @@ import tempfile
 from pathlib import Path
 
 import _common
-from _common import OUT_DIR, fit_curve, fmt_spread, header, previous_tasks, spread
+import yaml
+from _common import OUT_DIR, ROOT, fit_curve, fmt_spread, header, previous_tasks, spread
 from time_to_accuracy import TWO_RANKS, plot, reached
 
 NAME = "ncde_time_to_accuracy"
 TASKS = ("acsf1", "osuleaf")
-#: epochs of the NCDE fits per task (the configs' 100 would take hours here)
-EPOCHS = {"acsf1": 10, "osuleaf": 20}
 RUNS = {  # name: (config, threads per process, extra arguments)
     "a1": ("ncde", 1, []),
     "a2": ("ncde", 2, []),
@@ -72,6 +70,16 @@ PUBLISHED = {
     "osuleaf": [0.9793388429752066, 0.987603305785124, 0.9710743801652892, 0.9793388429752066,
                 0.9834710743801652],
 }
+
+
+def config_epochs(task: str) -> int:
+    """The NCDE configs' ``trainer.max_epochs`` of ``task`` (plain and parareal must agree)."""
+    epochs = {yaml.safe_load((ROOT / f"configs/{task}/{config}.yaml").read_text())["trainer"][
+        "max_epochs"] for config in ("ncde", "ncde_parareal")}
+    if len(epochs) != 1:
+        raise SystemExit(f"configs/{task}: ncde.yaml and ncde_parareal.yaml train for different "
+                         f"max_epochs ({sorted(epochs)}); make them equal")
+    return epochs.pop()
 
 
 def run_fit(task: str, run: str, seed: int, epochs: int | None, workdir: Path) -> list[dict]:
@@ -176,9 +184,9 @@ def markdown(result: dict) -> str:
         "(`torchcde.cdeint`, configs/TASK/ncde.yaml) at its faster thread count (1 or 2, "
         "measured on seed 0, column 'threads'); (b) = parareal NCDE (configs/TASK/"
         "ncde_parareal.yaml: tol 1e-3, warm start), 1 process, 2 threads; (c) = the same, "
-        "time_parallel, 2 ranks x 1 thread. Both NCDEs run the epochs in column 'epochs', not "
-        "their configs' 100; the zoo's series ResNet (configs/TASK/resnet.yaml, seed 0 only) "
-        "those in column 'ResNet epochs' (its config: 100). "
+        "time_parallel, 2 ranks x 1 thread. Both NCDEs run the epochs in column 'epochs' (their "
+        "configs'); the zoo's series ResNet (configs/TASK/resnet.yaml, seed 0 only) those in "
+        "column 'ResNet epochs' (its config: 100). "
         "Measured; medians (speedup: median (min-max) over the seeds; *never*: the target was "
         "not reached). K (b; c): the parareal forward's iterations over training, the median "
         "over the seeds of the median over the epochs (in brackets the most any training call "
@@ -213,8 +221,8 @@ def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--epochs", type=int, help="epochs of every NCDE fit (default: "
-                        f"{EPOCHS})")
+    parser.add_argument("--epochs", type=int, help="epochs of every NCDE fit (default: the "
+                        "configs' max_epochs)")
     parser.add_argument("--resnet-epochs", type=int,
                         help="epochs of the ResNet fits (default: its config's)")
     parser.add_argument("--workdir", help="keep the fits here; a rerun skips those recorded "
@@ -227,7 +235,7 @@ def main() -> None:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         for task in args.tasks:
-            epochs = args.epochs or EPOCHS[task]
+            epochs = args.epochs or config_epochs(task)
             curves: dict[str, dict[int, list[dict]]] = {run: {} for run in RUNS}
             for seed in range(args.reps):  # alternating: a, b, c (and r) per seed
                 runs = ["a1", "a2", "b", "c", "r"] if seed == 0 else [faster_plain(curves), "b",
