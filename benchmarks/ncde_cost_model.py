@@ -155,10 +155,13 @@ def initial_state(task: str, classes: int, shape: tuple[int, int], ckpt: str | N
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     except (OSError, KeyError, RuntimeError) as err:
         raise SystemExit(f"error: cannot read weights from {ckpt}: {err}") from err
-    trained = {k.removeprefix("net."): v for k, v in saved.items() if k.startswith("net.")}
-    if set(trained) != set(state):
+    # the trained field and initial map; the seeded head (ncde_length.task_models' final-state
+    # head, not the config's readout) takes no part in K
+    trained = {k.removeprefix("net."): v for k, v in saved.items()
+               if k.startswith("net.") and not k.startswith("net.head.")}
+    if set(trained) != {k for k in state if not k.startswith("head.")}:
         raise SystemExit(f"error: {ckpt} holds no weights of the config's neural CDE")
-    return trained
+    return {**state, **trained}
 
 
 def block_input(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
