@@ -43,6 +43,6 @@ ncde-length:
 ncde-cost-model:
 	$(PY) benchmarks/ncde_cost_model.py
 # Whole fits of the plain NCDE (cdeint) against parareal on 1 and 2 ranks, ACSF1 and OSULeaf, 3 seeds
-# (about 85 minutes quiet; resumable: NCDE_TTA_ARGS="--workdir DIR" keeps finished fits).
+# (about 80 minutes quiet; resumable: NCDE_TTA_ARGS="--workdir DIR" keeps finished fits).
 ncde-time-to-accuracy:
 	$(PY) benchmarks/ncde_time_to_accuracy.py $(NCDE_TTA_ARGS)

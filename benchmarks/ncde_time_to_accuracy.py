@@ -24,11 +24,10 @@ training (median, max) and the warm-start cache's hit rate (``iterations``). Not
 on the test split: the configs' settings were chosen on the validation split (see their header
 comments).
 
-Sizing (estimated from 1- and 2-epoch fits on a shared machine, before the first end-to-end
-run): about 85 minutes on this 2-core machine, quiet, for both tasks and 3 repetitions at the
-configs' 20 epochs. ACSF1 about 60: (a) about 13 s a training epoch and the test split's forward
-(about 5 s) after every epoch, 4 plain fits, 6 parareal ones at about half the cost, one ResNet
-fit of 100 epochs; OSULeaf about 25. Finished fits are recorded in ``--workdir``'s ``fits.jsonl``
+Sizing: the first end-to-end run took 78 minutes on this 2-core machine, quiet, for both tasks
+and 3 repetitions at the configs' 20 epochs (ACSF1 about 55: a plain fit about 7 minutes with
+the test split evaluated after every epoch, a parareal one about 2.5, the ResNet's 100 epochs
+about 4; OSULeaf about 23). Finished fits are recorded in ``--workdir``'s ``fits.jsonl``
 and not trained again, so an interrupted run resumes where it stopped. Writes
 docs/benchmarks/ncde_time_to_accuracy.{json,md,png}; the tasks of the last run that ``--tasks``
 leaves out keep their results (each says when and where it was measured).
